@@ -1,0 +1,49 @@
+"""Pytest plugin: `emulated_board`, a session-wide tracker plus one emulated aarch64 board.
+
+Use it with `pytest_plugins = ["board_fixtures"]` in a test module (tests/ is on sys.path).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+BOARD_CPU = "cortex-a55"
+
+
+@dataclass(frozen=True)
+class EmulatedBoard:
+    """Where the test board is: ask `tracker_host:tracker_port` for device `key`."""
+
+    tracker_host: str
+    tracker_port: int
+    key: str
+    cpu: str
+
+
+def require_tool(tool: str, package: str) -> None:
+    """Skip when `tool` is missing, except in CI (`CI` set), where that is a failure."""
+    if shutil.which(tool) is None:
+        reason = f"{tool} is not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the board tests")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def emulated_board() -> Iterator[EmulatedBoard]:
+    """A tracker on a free loopback port and one emulated board with a unique key."""
+    require_tool("qemu-aarch64", "qemu-user")
+    from tvm_conformer.rpc.board import ensure_board_root, start_board
+    from tvm_conformer.rpc.tracker import start_tracker
+
+    ensure_board_root()
+    key = f"pytest-{uuid.uuid4().hex[:8]}"
+    with start_tracker(port=0) as tracker:
+        with start_board(key, cpu=BOARD_CPU, tracker=tracker.address):
+            yield EmulatedBoard(tracker.host, tracker.port, key, BOARD_CPU)

@@ -1,0 +1,5 @@
+import sys
+
+from tvm_conformer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""`compile_artifact`: checkpoint -> Relax -> the `tvm_conformer` pipeline -> artifact dir."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from tvm_conformer.build.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
+from tvm_conformer.build.pipeline import PipelineOptions, kernel_names, unscheduled_kernels
+from tvm_conformer.errors import UserError
+from tvm_conformer.model import load_checkpoint
+from tvm_conformer.paths import DEFAULT_CHECKPOINT
+from tvm_conformer.targets import DeviceTarget, load_target
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"[compile] {msg}", file=sys.stderr, flush=True)
+
+
+def database_info(path: str | Path | None) -> dict | None:
+    if not path:
+        return None
+    d = Path(path)
+    files = {n: sha256_file(d / n) for n in ("database_workload.json", "database_tuning_record.json")
+             if (d / n).is_file()}
+    if len(files) != 2:
+        raise UserError(f"tuning database {d} lacks database_workload.json/database_tuning_record.json")
+    records = sum(1 for _ in open(d / "database_tuning_record.json"))
+    return {"path": str(d), "records": records, "sha256": files}
+
+
+def compile_artifact(
+    out_dir: str | Path,
+    target: str | DeviceTarget = "host",
+    model: str | Path = DEFAULT_CHECKPOINT,
+    frontend: str = "torch",
+    opts: PipelineOptions | None = None,
+    dump_ir: str | Path | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Builds the streaming step for `target` into `out_dir`; returns the manifest."""
+    import tvm
+
+    from tvm_conformer.build.link import export
+    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.frontend import import_step
+
+    device = load_target(target) if isinstance(target, str) else target
+    opts = opts or PipelineOptions(family=device.family)
+    if opts.family != device.family:
+        raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    asr, meta = load_checkpoint(model)
+    _log(f"importing the streaming step of {model} through {frontend}", quiet)
+    mod, weights = import_step(asr, frontend)
+    stats: dict = {}
+
+    def observe(phase: str, m: tvm.IRModule) -> None:
+        if phase == "scheduled":
+            stats["kernels"] = kernel_names(m)
+            stats["unscheduled"] = unscheduled_kernels(m)
+
+    pipeline = tvm_conformer_pipeline(opts, dump_ir, observe)
+    tvm_target = device.tvm()
+    _log(f"compiling for {device.name} ({tvm_target.kind.name}, {opts.precision}, "
+         f"passes: {','.join(opts.passes) or 'none'}, database: {opts.database or 'none'})", quiet)
+    with tvm_target:
+        ex = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+    export(ex, device, out / LIB)
+    save_weights(out / WEIGHTS, weights)
+    seconds = time.time() - t0
+    n, un = len(stats.get("kernels", [])), stats.get("unscheduled", [])
+    _log(f"{n} kernels, {n - len(un)} scheduled; without a schedule: {', '.join(un) or 'none'}", quiet)
+    manifest = {
+        "model": {"config": asr.cfg.to_dict(), "config_hash": asr.cfg.hash(),
+                  "checkpoint": str(model), "checkpoint_sha256": sha256_file(model),
+                  "valid_wer": meta.get("valid_wer")},
+        "target": {"name": device.name, "family": device.family, "tvm": json.loads(str(tvm_target)),
+                   "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
+                   "elf_machine": device.elf_machine, "threads": device.threads},
+        "frontend": frontend,
+        "pipeline": opts.to_dict(),
+        "database": database_info(opts.database),
+        "kernels": {"count": n, "unscheduled": un},
+        "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
+               "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],
+               "weights": len(weights)},
+        "tvm_version": tvm.__version__,
+        "built_on": {"machine": platform.machine(), "python": platform.python_version()},
+        "compile_seconds": round(seconds, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_manifest(out, manifest)
+    _log(f"wrote {out} in {seconds:.1f} s", quiet)
+    return manifest

@@ -1,0 +1,134 @@
+"""The one Relax pipeline of tvm-conformer, registered as `tvm_conformer`, read top to bottom.
+
+Phase 1 rewrites the high-level graph (the project's passes), phase 2 lowers operators to TIR
+and fuses them, phase 3 schedules every kernel (a tuning database first, then the target
+family's rules), phase 4 lowers the graph to the VM. `dump_dir` writes the module after each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+GRAPH_PASSES = ("layout", "einsum", "fuse")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What `compile` records in the manifest: the pipeline is a function of these alone."""
+
+    family: str = "cpu"  # cpu | mali | hexagon
+    passes: tuple[str, ...] = ()  # subset of GRAPH_PASSES, applied in GRAPH_PASSES order
+    precision: str = "fp32"  # fp32 | fp16
+    numerics: bool = True  # fp16 only: MAD pre-normalized LayerNorm, conditional softmax rescale
+    database: str | None = None  # MetaSchedule work dir with database_*.json
+    schedules: bool = True  # the family's rules (dlight + schedules/); False = untuned kernels
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passes"] = list(self.passes)
+        return d
+
+
+def _graph_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+    from tvm_conformer import passes
+
+    return [passes.by_name(name) for name in GRAPH_PASSES if name in opts.passes]
+
+
+def _precision_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+    if opts.precision == "fp32":
+        return []
+    from tvm_conformer.passes import fp16_passes
+
+    return fp16_passes(numerics=opts.numerics)
+
+
+def _schedule_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+    out: list[tvm.transform.Pass] = []
+    if opts.database:
+        out.append(relax.transform.MetaScheduleApplyDatabase(opts.database, enable_warning=False))
+    if opts.schedules:
+        from tvm_conformer.build.schedule_rules import family_rules
+
+        out.append(family_rules(opts.family))
+    return out
+
+
+class _Dump:
+    """Writes the module to `dump_dir/NN-phase.py` (TVMScript) between phases, and hands it to
+    `observe(phase, mod)` (the compiler reads the kernel list after scheduling there)."""
+
+    def __init__(self, dump_dir: str | Path | None, observe: Callable | None = None) -> None:
+        self.dir = Path(dump_dir) if dump_dir else None
+        self.observe = observe
+        self.count = 0
+
+    def __call__(self, phase: str) -> tvm.transform.Pass:
+        @tvm.transform.module_pass(opt_level=0, name=f"Dump[{phase}]")
+        def _dump(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+            if self.observe is not None:
+                self.observe(phase, mod)
+            if self.dir is not None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                (self.dir / f"{self.count:02d}-{phase}.py").write_text(mod.script(show_meta=False))
+                self.count += 1
+            return mod
+
+        return _dump
+
+
+@relax.register_pipeline("tvm_conformer")
+def tvm_conformer_pipeline(
+    opts: PipelineOptions = PipelineOptions(),
+    dump_dir: str | Path | None = None,
+    observe: Callable | None = None,
+) -> tvm.transform.Pass:
+    dump = _Dump(dump_dir, observe)
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_conformer")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        target = tvm.target.Target.current()
+        seq = tvm.transform.Sequential(
+            [
+                dump("imported"),
+                # Phase 1: the high-level graph (inference-only ops, project passes, precision)
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                *_graph_passes(opts),
+                *_precision_passes(opts),
+                relax.transform.FoldConstant(),
+                dump("graph"),
+                # Phase 2: operators to TIR, fused into kernels
+                *relax.backend.cpu_generic.legalize_passes(target),
+                relax.transform.DeadCodeElimination(),
+                dump("fused"),
+                # Phase 3: a schedule for every kernel
+                *_schedule_passes(opts),
+                dump("scheduled"),
+                # Phase 4: the graph lowered to the VM, memory planned statically
+                *relax.backend.cpu_generic.pipeline.dataflow_lower_passes(target),
+                *relax.backend.cpu_generic.finalize_passes(target),
+                dump("lowered"),
+            ]
+        )
+        return seq(mod)
+
+    return _pipeline
+
+
+def unscheduled_kernels(mod: tvm.IRModule) -> list[str]:
+    """Names of the PrimFuncs that no schedule (database or rule) has touched."""
+    names = []
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
+            names.append(gv.name_hint)
+    return sorted(names)
+
+
+def kernel_names(mod: tvm.IRModule) -> list[str]:
+    return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))

@@ -1,0 +1,38 @@
+"""`tvm-conformer evaluate`: WER (jiwer) of a backend on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tvm_conformer.paths import DEFAULT_CHECKPOINT
+
+HELP = "Word error rate of a backend on a split of a `make-data` dataset (jiwer)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data")
+    p.add_argument("--split", action="append", help="split(s) (default: test, test_heldout_voices)")
+    p.add_argument("--backend", default="torch", choices=["torch", "tvm"])
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--artifact")
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--limit", type=int, help="first N utterances only")
+    p.add_argument("--json", help="write the full results (with transcripts) here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_conformer.evaluate import evaluate_split
+    from tvm_conformer.runtime.load import make_backend
+
+    backend = make_backend(args.backend, args.model, args.artifact)
+    results = []
+    for split in args.split or ["test", "test_heldout_voices"]:
+        r = evaluate_split(backend, args.data, split, args.decoding, args.limit)
+        results.append(r)
+        print(f"{split:22s} {backend.name:6s} WER {100 * r['wer']:6.2f}%  "
+              f"({r['utterances']} utts, {r['audio_seconds']:.0f} s audio, RTF {r['rtf']:.3f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0

@@ -1,0 +1,35 @@
+"""`tvm-conformer train`: CTC + AED multitask training on the generated corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "Train the Conformer-CTC (CTC + attention-decoder loss) on a dataset from `make-data`."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data", help="dataset directory written by make-data")
+    p.add_argument("--out", default="tvm_conformer/assets/conformer_dws.pt", help="checkpoint to write")
+    p.add_argument("--subsampling", default="dws", choices=["dws", "vanilla"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=25.0, help="time budget")
+    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--ctc-weight", type=float, default=0.7, help="loss = w*CTC + (1-w)*AED")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--model-config", default="{}",
+                   help='JSON overrides of ModelConfig, e.g. \'{"n_layers": 4}\'')
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_conformer.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        data_dir=args.data, out=args.out, subsampling=args.subsampling, seed=args.seed,
+        threads=args.threads, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
+        ctc_weight=args.ctc_weight, lr=args.lr, model=json.loads(args.model_config),
+    )
+    result = train(cfg)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return 0

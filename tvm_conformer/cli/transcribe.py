@@ -1,0 +1,54 @@
+"""`tvm-conformer transcribe FILE`: streams a recording chunk by chunk through a backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tvm_conformer.paths import DEFAULT_CHECKPOINT, DEFAULT_RECORDING
+
+HELP = "Transcribe a WAV/FLAC file, streaming it chunk by chunk through the chosen backend."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", default=[str(DEFAULT_RECORDING)],
+                   help="audio files (default: the shipped recording)")
+    p.add_argument("--backend", default="torch", choices=["torch", "tvm"],
+                   help="torch: PyTorch eager; tvm: a compiled TVM artifact (default: torch)")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint (.pt)")
+    p.add_argument("--artifact", help="compiled artifact directory (tvm backend; default: "
+                   "compile for the host on first use, cached)")
+    p.add_argument("--rpc-key", help="run the step on a device registered under this key")
+    p.add_argument("--tracker", default="127.0.0.1:9190", help="RPC tracker HOST:PORT")
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--threads", type=int, help="threads for the step (default: the backend's)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per file: text, audio_seconds, rtf, ...")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvm_conformer.audio.wav import load_audio
+    from tvm_conformer.runtime.load import make_backend
+    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+
+    if args.rpc_key:
+        from tvm_conformer.rpc.runner import make_rpc_backend
+
+        backend = make_rpc_backend(args.artifact, args.rpc_key, args.tracker)
+    else:
+        backend = make_backend(args.backend, args.model, args.artifact, args.threads)
+    rec = OnlineRecognizer(backend, decoding=args.decoding)
+    for path in args.files:
+        samples, sr = load_audio(path)
+        tr = transcribe_samples(rec, samples, sr)
+        if args.json:
+            print(json.dumps({
+                "file": str(path), "text": tr.text, "audio_seconds": round(tr.audio_seconds, 3),
+                "rtf": tr.rtf, "backend": backend.name, "chunks": len(tr.step_seconds),
+                "chunk_ms_median": 1e3 * sorted(tr.step_seconds)[len(tr.step_seconds) // 2]
+                if tr.step_seconds else None,
+                "rtf_definition": "compute seconds (features + steps + decoding) / audio seconds",
+            }))
+        else:
+            print(tr.text if len(args.files) == 1 else f"{path}\t{tr.text}")
+    return 0

@@ -1,0 +1,1 @@
+"""Synthetic voice-assistant corpus: sentences, espeak-ng speech, feature cache."""

@@ -1,0 +1,61 @@
+"""Model hyper-parameters, saved in every checkpoint and artifact manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+SUBSAMPLING_KINDS = ("dws", "vanilla")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Conformer-CTC encoder with chunk-based streaming attention.
+
+    Time runs at 100 fbank frames/s in and 25 encoder frames/s out (4x subsampling).
+    A streaming chunk is `chunk_size` encoder frames (= 4 * chunk_size fbank frames of hop, plus 3
+    frames of right context for the subsampling); attention sees `num_left_chunks` earlier chunks.
+    """
+
+    n_mels: int = 80
+    d_model: int = 144
+    n_heads: int = 4
+    n_layers: int = 6
+    ffn_ratio: int = 4
+    conv_kernel: int = 15
+    dropout: float = 0.1
+    subsampling: str = "dws"  # "dws" (depthwise separable) or "vanilla" (two 3x3 Conv2d)
+    vocab_size: int = 29
+    decoder_layers: int = 1  # attention-decoder (AED) head; 0 = CTC only
+    chunk_size: int = 16
+    num_left_chunks: int = 4
+
+    def __post_init__(self) -> None:
+        if self.subsampling not in SUBSAMPLING_KINDS:
+            raise ValueError(f"subsampling must be one of {SUBSAMPLING_KINDS}, not {self.subsampling!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+        if self.conv_kernel < 2:
+            raise ValueError("conv_kernel must be at least 2")
+
+    @property
+    def left_frames(self) -> int:
+        """Encoder frames of attention cache: `chunk_size * num_left_chunks`."""
+        return self.chunk_size * self.num_left_chunks
+
+    @property
+    def chunk_input_frames(self) -> int:
+        """Fbank frames one streaming chunk consumes: 4 * (chunk_size - 1) + 7."""
+        return 4 * self.chunk_size + 3
+
+    @property
+    def chunk_stride_frames(self) -> int:
+        """Fbank frames between the starts of consecutive chunks."""
+        return 4 * self.chunk_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,31 @@
+"""Choose and build a step backend by name: the one entry point the CLI and notebooks use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvm_conformer.errors import UserError
+from tvm_conformer.model import load_checkpoint
+from tvm_conformer.paths import DEFAULT_CHECKPOINT
+from tvm_conformer.runtime.backend import StepBackend, TorchBackend
+
+BACKENDS = ("torch", "tvm")
+
+
+def make_backend(
+    backend: str = "torch",
+    model: str | Path = DEFAULT_CHECKPOINT,
+    artifact: str | Path | None = None,
+    threads: int | None = None,
+) -> StepBackend:
+    """`torch`: PyTorch eager on the checkpoint; `tvm`: a compiled artifact (built for the host
+    on first use and cached when `artifact` is None)."""
+    if backend == "torch":
+        asr, _ = load_checkpoint(model)
+        return TorchBackend(asr, threads)
+    if backend == "tvm":
+        from tvm_conformer.runtime.tvm_backend import TVMBackend, host_artifact
+
+        path = Path(artifact) if artifact else host_artifact(model)
+        return TVMBackend.load(path, threads=threads)
+    raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")

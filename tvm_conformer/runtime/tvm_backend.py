@@ -1,0 +1,97 @@
+"""The step on a compiled artifact in this process; caches stay on the TVM device."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manifest
+from tvm_conformer.errors import UserError
+from tvm_conformer.model import ModelConfig
+from tvm_conformer.paths import cache_dir
+
+
+def set_threads(threads: int) -> None:
+    """Size TVM's CPU thread pool (the runtime reads TVM_NUM_THREADS only at start-up)."""
+    import tvm
+
+    tvm.get_global_func("runtime.config_threadpool")(0, threads)
+
+
+def check_runs_here(manifest: dict, art: Path) -> None:
+    """Refuses an artifact whose code cannot run on this machine's CPU."""
+    target = manifest["target"]
+    triple = target["tvm"].get("mtriple") or ""
+    here = platform.machine()
+    arch = triple.split("-")[0] if triple else manifest.get("built_on", {}).get("machine", here)
+    if target["family"] != "cpu" or arch not in (here, ""):
+        raise UserError(
+            f"{art} was built for {target['name']} ({arch or target['family']}), this machine is "
+            f"{here}: run it on the device with --rpc-key KEY, or compile with --target host"
+        )
+
+
+class TVMBackend:
+    """Runs `main` of an artifact's VM; weights are uploaded once, caches never leave the device."""
+
+    name = "tvm"
+
+    def __init__(self, vm, dev, weights, config: ModelConfig, manifest: dict) -> None:  # noqa: ANN001
+        self.vm, self.dev, self.weights = vm, dev, weights
+        self.config = config
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, art_dir: str | Path, threads: int | None = None) -> TVMBackend:
+        import tvm
+        from tvm import relax
+
+        art = Path(art_dir)
+        manifest = read_manifest(art)
+        check_runs_here(manifest, art)
+        if threads:
+            set_threads(threads)
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(art / LIB)), dev)
+        weights = [tvm.runtime.tensor(w, dev) for w in load_weights(art / WEIGHTS)]
+        if len(weights) != manifest["io"]["weights"]:
+            raise UserError(f"{art}: {WEIGHTS} has {len(weights)} arrays, the library takes "
+                            f"{manifest['io']['weights']}; rebuild with `tvm-conformer compile`")
+        return cls(vm, dev, weights, ModelConfig(**manifest["model"]["config"]), manifest)
+
+    def initial_state(self):  # noqa: ANN201
+        import tvm
+
+        cfg = self.config
+        att = np.zeros((cfg.n_layers, 2, cfg.left_frames, cfg.d_model), np.float32)
+        cnn = np.zeros((cfg.n_layers, cfg.d_model, cfg.conv_kernel - 1), np.float32)
+        return tvm.runtime.tensor(att, self.dev), tvm.runtime.tensor(cnn, self.dev)
+
+    def step(self, state, feats, att_mask):  # noqa: ANN001, ANN201
+        import tvm
+
+        att, cnn = state
+        out = self.vm["main"](
+            tvm.runtime.tensor(feats, self.dev), att, cnn, tvm.runtime.tensor(att_mask, self.dev),
+            *self.weights,
+        )
+        return out[0].numpy()[0], (out[1], out[2])
+
+
+def host_artifact(model: str | Path) -> Path:
+    """The cached host build of `model`, compiled on first use (with a visible message)."""
+    import tvm
+
+    from tvm_conformer.build.artifact import sha256_file
+    from tvm_conformer.build.compile import compile_artifact
+
+    key = hashlib.sha256(f"{sha256_file(model)}:{tvm.__version__}".encode()).hexdigest()[:16]
+    art = cache_dir() / "artifacts" / f"host-{key}"
+    if not (art / "manifest.json").is_file():
+        print(f"compiling {model} for the host (first use; cached in {art})", file=sys.stderr)
+        compile_artifact(art, "host", model)
+    return art

@@ -1,0 +1,113 @@
+"""Load and validate device files from `targets/` (TOML); `host` describes this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tvm_conformer.errors import UserError
+from tvm_conformer.paths import TARGETS_DIR
+
+FAMILIES = ("cpu", "mali", "hexagon")
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """One device: how to compile for it, link for it, reach it, and its peak figures."""
+
+    name: str
+    description: str
+    family: str  # cpu | mali | hexagon: picks the schedule rules
+    tvm_target: dict[str, Any]  # TVM target in JSON-dict form; {"mcpu": "host"} = this CPU
+    host: dict[str, Any] | None = None  # host target for GPU targets
+    cc: str | None = None  # cross compiler/linker (None: the system's default `g++`)
+    cc_options: list[str] = field(default_factory=list)
+    linker: str = "cc"  # "cc" (export_library with cc) or "lld" (Hexagon: ld.lld -shared)
+    elf_machine: str | None = None  # what `readelf -h` must report, e.g. "AArch64"
+    rpc_key: str | None = None
+    threads: int = 1
+    clock_ghz: float = 1.0
+    simd_bits: int = 128
+    fma_units: int = 1  # vector FMA pipes per core
+    cores: int = 1
+    mem_bandwidth_gbs: float = 10.0
+    path: str = ""
+
+    @property
+    def is_host(self) -> bool:
+        return self.name == "host"
+
+    def tvm(self):  # noqa: ANN201 - tvm.target.Target, imported lazily
+        """The `tvm.target.Target`, with this machine's CPU filled in for `mcpu = "host"`."""
+        import tvm
+
+        def resolve(d: dict[str, Any]) -> dict[str, Any]:
+            d = dict(d)
+            if d.get("mcpu") == "host":
+                d["mcpu"] = tvm.get_global_func("target.llvm_get_system_cpu")()
+            if d.get("num-cores") == "host":
+                d["num-cores"] = os.cpu_count() or 1
+            return d
+
+        try:
+            if self.host:
+                return tvm.target.Target(resolve(self.tvm_target), host=resolve(self.host))
+            return tvm.target.Target(resolve(self.tvm_target))
+        except Exception as exc:
+            raise UserError(
+                f"{self.path}: tvm_target is not a valid TVM target ({str(exc).splitlines()[0]}); "
+                "write it in JSON-dict form, e.g. {kind = \"llvm\", mtriple = \"aarch64-linux-gnu\"}"
+            ) from None
+
+    def peak_gflops(self) -> float:
+        """fp32 peak: cores * clock * (SIMD lanes) * 2 (FMA) * FMA pipes."""
+        return self.cores * self.clock_ghz * (self.simd_bits / 32) * 2 * self.fma_units
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(DeviceTarget) if f.name != "path"}
+_REQUIRED = ("name", "description", "family", "tvm_target")
+
+
+def _validate(raw: dict[str, Any], path: Path) -> DeviceTarget:
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise UserError(f"{path}: unknown field {unknown[0]!r}; allowed fields: {', '.join(_FIELDS)}")
+    for name in _REQUIRED:
+        if name not in raw:
+            raise UserError(f"{path}: missing required field {name!r}")
+    if raw["family"] not in FAMILIES:
+        raise UserError(f"{path}: family {raw['family']!r} is not one of {', '.join(FAMILIES)}")
+    if raw["name"] != path.stem:
+        raise UserError(f"{path}: name {raw['name']!r} must equal the file name {path.stem!r}")
+    types = {"tvm_target": dict, "host": dict, "cc_options": list, "threads": int, "cores": int,
+             "fma_units": int, "simd_bits": int, "clock_ghz": (int, float),
+             "mem_bandwidth_gbs": (int, float)}
+    for key, typ in types.items():
+        if key in raw and not isinstance(raw[key], typ):
+            raise UserError(f"{path}: field {key!r} has the wrong type ({type(raw[key]).__name__})")
+    if "kind" not in raw["tvm_target"]:
+        raise UserError(f"{path}: tvm_target needs a 'kind' (e.g. \"llvm\" or \"opencl\")")
+    return DeviceTarget(**raw, path=str(path))
+
+
+def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> DeviceTarget:
+    """A device by name (a file in `targets/`) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = targets_dir / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(t.name for t in list_targets(targets_dir)) if targets_dir.is_dir() else ""
+        raise UserError(f"unknown target {name_or_path!r}; known: {known} (or add targets/NAME.toml)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    return _validate(raw, path)
+
+
+def list_targets(targets_dir: Path = TARGETS_DIR) -> list[DeviceTarget]:
+    return [load_target(str(p)) for p in sorted(targets_dir.glob("*.toml"))]

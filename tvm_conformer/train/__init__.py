@@ -1,0 +1,1 @@
+"""Training of the Conformer-CTC with a CTC + attention-decoder multitask loss."""
