@@ -14,16 +14,19 @@ from dataclasses import dataclass
 import pytest
 
 BOARD_CPU = "cortex-a55"
+CROSS_CXX = "aarch64-linux-gnu-g++"
 
 
 @dataclass(frozen=True)
 class EmulatedBoard:
-    """Where the test board is: ask `tracker_host:tracker_port` for device `key`."""
+    """Where the test board is (ask `tracker_host:tracker_port` for device `key`), and the
+    C++ cross compiler that links modules for it (`tvm.support.cc.cross_compiler(cross_cxx)`)."""
 
     tracker_host: str
     tracker_port: int
     key: str
     cpu: str
+    cross_cxx: str
 
 
 def require_tool(tool: str, package: str) -> None:
@@ -39,6 +42,7 @@ def require_tool(tool: str, package: str) -> None:
 def emulated_board() -> Iterator[EmulatedBoard]:
     """A tracker on a free loopback port and one emulated board with a unique key."""
     require_tool("qemu-aarch64", "qemu-user")
+    require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")
     from tvm_conformer.rpc.board import ensure_board_root, start_board
     from tvm_conformer.rpc.tracker import start_tracker
 
@@ -46,4 +50,4 @@ def emulated_board() -> Iterator[EmulatedBoard]:
     key = f"pytest-{uuid.uuid4().hex[:8]}"
     with start_tracker(port=0) as tracker:
         with start_board(key, cpu=BOARD_CPU, tracker=tracker.address):
-            yield EmulatedBoard(tracker.host, tracker.port, key, BOARD_CPU)
+            yield EmulatedBoard(tracker.host, tracker.port, key, BOARD_CPU, CROSS_CXX)

@@ -58,7 +58,8 @@ def compile_artifact(
     t0 = time.time()
     asr, meta = load_checkpoint(model)
     _log(f"importing the streaming step of {model} through {frontend}", quiet)
-    mod, weights = import_step(asr, frontend)
+    # fp16 converts the weights at compile time, so they are bound into the library as constants
+    mod, weights = import_step(asr, frontend, bind=opts.precision != "fp32")
     stats: dict = {}
 
     def observe(phase: str, m: tvm.IRModule) -> None:

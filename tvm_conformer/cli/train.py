@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=int, default=100)
     p.add_argument("--ctc-weight", type=float, default=0.7, help="loss = w*CTC + (1-w)*AED")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--init", help="continue from this checkpoint (fresh optimizer)")
+    p.add_argument("--start-step", type=int, default=0, help="with --init: LR schedule step")
     p.add_argument("--model-config", default="{}",
                    help='JSON overrides of ModelConfig, e.g. \'{"n_layers": 4}\'')
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data_dir=args.data, out=args.out, subsampling=args.subsampling, seed=args.seed,
         threads=args.threads, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
-        ctc_weight=args.ctc_weight, lr=args.lr, model=json.loads(args.model_config),
+        ctc_weight=args.ctc_weight, lr=args.lr, model=json.loads(args.model_config), init=args.init, start_step=args.start_step,
     )
     result = train(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))

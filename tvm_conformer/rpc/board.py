@@ -111,6 +111,7 @@ class BoardRoot:
 @functools.cache
 def qemu_cpu(cpu: str) -> str:
     """The qemu `-cpu` model that emulates `cpu`: itself, or a same-ISA stand-in if qemu lacks it."""
+    _require_qemu()
     # `-cpu help` lists the models but exits with status 1.
     res = subprocess.run(["qemu-aarch64", "-cpu", "help"], capture_output=True, text=True)
     models = res.stdout.split()
@@ -166,9 +167,13 @@ def _wanted_versions() -> dict[str, str]:
     return versions
 
 
-def _check_host_tools() -> None:
+def _require_qemu() -> None:
     if shutil.which("qemu-aarch64") is None:
         raise UserError("qemu-aarch64 is missing; install it with `apt-get install qemu-user`")
+
+
+def _check_host_tools() -> None:
+    _require_qemu()
     for tool in ("dpkg", "apt-get"):
         if shutil.which(tool) is None:
             raise UserError(f"{tool} is missing: the board setup needs a Debian/Ubuntu host")
@@ -480,7 +485,9 @@ def board_up(
             tracker = started.address
         elif not tracker_reachable(*tracker):
             raise UserError(f"no RPC tracker answers at {tracker[0]}:{tracker[1]}")
-        handles = start_boards(key, count, cpu, tracker, progress=progress, board=board)
+    # The state stays unlocked while the boards start, so `board status` answers meanwhile.
+    handles = start_boards(key, count, cpu, tracker, progress=progress, board=board)
+    with _state() as state:
         state["boards"] += [_record(h) for h in handles]
     return BoardsUp(tracker=tracker, boards=handles)
 

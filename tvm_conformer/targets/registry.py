@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from tvm_conformer.errors import UserError
 from tvm_conformer.paths import TARGETS_DIR
 
 FAMILIES = ("cpu", "mali", "hexagon")
+LINKERS = ("cc", "lld")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class DeviceTarget:
     simd_bits: int = 128
     fma_units: int = 1  # vector FMA pipes per core
     cores: int = 1
+    fp16_rate: float = 1.0  # fp16 peak / fp32 peak: 2 where the SIMD units compute in half
     mem_bandwidth_gbs: float = 10.0
     path: str = ""
 
@@ -63,13 +67,41 @@ class DeviceTarget:
                 "write it in JSON-dict form, e.g. {kind = \"llvm\", mtriple = \"aarch64-linux-gnu\"}"
             ) from None
 
-    def peak_gflops(self) -> float:
-        """fp32 peak: cores * clock * (SIMD lanes) * 2 (FMA) * FMA pipes."""
-        return self.cores * self.clock_ghz * (self.simd_bits / 32) * 2 * self.fma_units
+    def peak_gflops(self, precision: str = "fp32") -> float:
+        """Peak: cores * clock * fp32 SIMD lanes * 2 (FMA) * FMA pipes, times fp16_rate in fp16."""
+        fp32 = self.cores * self.clock_ghz * (self.simd_bits / 32) * 2 * self.fma_units
+        return fp32 * (self.fp16_rate if precision == "fp16" else 1.0)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(DeviceTarget) if f.name != "path"}
 _REQUIRED = ("name", "description", "family", "tvm_target")
+
+
+def _accepted(hint: Any) -> tuple[type, ...]:
+    """The Python types a TOML value may have for a field annotated `hint` (None: absent)."""
+    if isinstance(hint, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) if arg is not type(None) for t in _accepted(arg))
+    origin = typing.get_origin(hint) or hint
+    return (int, float) if origin is float else (origin,)
+
+
+_TYPES = {name: _accepted(hint) for name, hint in typing.get_type_hints(DeviceTarget).items()
+          if name in _FIELDS}
+_POSITIVE = ("threads", "clock_ghz", "simd_bits", "fma_units", "cores", "fp16_rate",
+             "mem_bandwidth_gbs")
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    want = _TYPES[key]
+    # TOML booleans are Python ints: `cores = true` must not pass as 1
+    if isinstance(value, bool) or not isinstance(value, want):
+        kind = "number" if float in want else want[0].__name__
+        raise UserError(f"{path}: field {key!r} must be a {kind}, not {type(value).__name__} "
+                        f"({value!r})")
+    if key == "cc_options" and not all(isinstance(o, str) for o in value):
+        raise UserError(f"{path}: field 'cc_options' must be a list of strings")
+    if key in _POSITIVE and value <= 0:
+        raise UserError(f"{path}: field {key!r} must be positive, not {value!r}")
 
 
 def _validate(raw: dict[str, Any], path: Path) -> DeviceTarget:
@@ -79,16 +111,14 @@ def _validate(raw: dict[str, Any], path: Path) -> DeviceTarget:
     for name in _REQUIRED:
         if name not in raw:
             raise UserError(f"{path}: missing required field {name!r}")
+    for key, value in raw.items():
+        _check_type(path, key, value)
     if raw["family"] not in FAMILIES:
         raise UserError(f"{path}: family {raw['family']!r} is not one of {', '.join(FAMILIES)}")
+    if raw.get("linker", "cc") not in LINKERS:
+        raise UserError(f"{path}: linker {raw['linker']!r} is not one of {', '.join(LINKERS)}")
     if raw["name"] != path.stem:
         raise UserError(f"{path}: name {raw['name']!r} must equal the file name {path.stem!r}")
-    types = {"tvm_target": dict, "host": dict, "cc_options": list, "threads": int, "cores": int,
-             "fma_units": int, "simd_bits": int, "clock_ghz": (int, float),
-             "mem_bandwidth_gbs": (int, float)}
-    for key, typ in types.items():
-        if key in raw and not isinstance(raw[key], typ):
-            raise UserError(f"{path}: field {key!r} has the wrong type ({type(raw[key]).__name__})")
     if "kind" not in raw["tvm_target"]:
         raise UserError(f"{path}: tvm_target needs a 'kind' (e.g. \"llvm\" or \"opencl\")")
     return DeviceTarget(**raw, path=str(path))
@@ -105,9 +135,10 @@ def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> DeviceTar
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
+        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     return _validate(raw, path)
 
 
 def list_targets(targets_dir: Path = TARGETS_DIR) -> list[DeviceTarget]:
+    """Every device in `targets_dir`, sorted by name."""
     return [load_target(str(p)) for p in sorted(targets_dir.glob("*.toml"))]

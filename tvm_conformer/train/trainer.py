@@ -17,7 +17,13 @@ from tqdm import tqdm
 
 from tvm_conformer.data.dataset import load_split
 from tvm_conformer.decode.ctc import ctc_greedy
-from tvm_conformer.model import CharTokenizer, ConformerASR, ModelConfig, save_checkpoint
+from tvm_conformer.model import (
+    CharTokenizer,
+    ConformerASR,
+    ModelConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -30,8 +36,8 @@ class TrainConfig:
     max_minutes: float = 25.0
     max_epochs: int = 100
     lr: float = 2e-3
-    warmup_steps: int = 400
-    batch_frames: int = 16000  # fbank frames per batch (padding included)
+    warmup_steps: int = 300
+    batch_frames: int = 10000  # fbank frames per batch (padding included)
     ctc_weight: float = 0.7  # loss = w * CTC + (1 - w) * AED
     label_smoothing: float = 0.1
     # dynamic chunk training: each batch draws a chunk size (encoder frames; -1 = full context)
@@ -39,6 +45,8 @@ class TrainConfig:
     left_choices: tuple[int, ...] = (1, 2, 4, 4, -1)
     spec_augment: bool = True
     model: dict = field(default_factory=dict)  # ModelConfig overrides
+    init: str | None = None  # continue from this checkpoint (weights and CMVN; fresh optimizer)
+    start_step: int = 0  # the learning-rate schedule resumes here (with `init`)
 
 
 def _batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
@@ -113,11 +121,15 @@ def train(cfg: TrainConfig) -> dict:
     train_items = load_split(cfg.data_dir, "train")
     valid_items = load_split(cfg.data_dir, "valid")
     mcfg = ModelConfig(**{"subsampling": cfg.subsampling, "vocab_size": tok.vocab_size, **cfg.model})
-    model = ConformerASR(mcfg)
-    all_feats = np.concatenate([np.asarray(f, dtype=np.float32) for f, _, _ in train_items])
-    model.encoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(0)))
-    model.encoder.feat_istd.copy_(torch.from_numpy(1.0 / (all_feats.std(0) + 1e-5)))
-    del all_feats
+    if cfg.init:
+        model, _ = load_checkpoint(cfg.init)
+        mcfg = model.cfg
+    else:
+        model = ConformerASR(mcfg)
+        all_feats = np.concatenate([np.asarray(f, dtype=np.float32) for f, _, _ in train_items])
+        model.encoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(0)))
+        model.encoder.feat_istd.copy_(torch.from_numpy(1.0 / (all_feats.std(0) + 1e-5)))
+        del all_feats
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
     lengths = [len(f) for f, _, _ in train_items]
     steps_per_epoch = len(_batches(lengths, cfg.batch_frames, random.Random(0)))
@@ -127,7 +139,7 @@ def train(cfg: TrainConfig) -> dict:
         return cfg.lr * warm * min(1.0, math.sqrt(cfg.warmup_steps / (step + 1)))
 
     start = time.time()
-    step, best_wer, history = 0, math.inf, []
+    step, best_wer, history = cfg.start_step, math.inf, []
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(cfg.max_epochs):

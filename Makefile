@@ -1,0 +1,51 @@
+# tvm-conformer: every target installs what it needs on a fresh Debian 12 machine (as root or with sudo).
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+APT_PKGS := espeak-ng sox qemu-user g++-aarch64-linux-gnu g++-arm-linux-gnueabihf lld clang llvm binutils file
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup apt venv demo test test-fast lint data train bench clean
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+$(BIN)/tvm-conformer: pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(BIN)/tvm-conformer
+
+# The main job on the embedded defaults: the shipped model and recording, compiled for the host.
+demo: setup
+	$(BIN)/tvm-conformer transcribe --backend tvm --json
+
+test: setup
+	$(BIN)/pytest -q -ra
+
+test-fast: setup
+	$(BIN)/pytest -q -ra -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check tvm_conformer tests schedules
+
+# Regenerate the corpus (espeak-ng) and retrain the shipped models (2 CPU cores, ~40 min each).
+data: setup
+	$(BIN)/tvm-conformer make-data --out data --train 8000 --valid 300 --test 300 --seed 0
+
+train: data
+	$(BIN)/tvm-conformer train --data data --subsampling dws --out tvm_conformer/assets/conformer_dws.pt
+	$(BIN)/tvm-conformer train --data data --subsampling vanilla --out tvm_conformer/assets/conformer_vanilla.pt
+
+bench: setup
+	$(BIN)/tvm-conformer bench --suite full --out bench_results
+
+clean:
+	rm -rf build bench_results .pytest_cache

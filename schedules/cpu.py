@@ -1,0 +1,196 @@
+"""CPUs (x86 AVX, ARM NEON): hand-written schedules for the hot kernels, then every other kernel
+vectorized at the target's SIMD width (NEON: 4 fp32 lanes), which LLVM does not do for
+reductions nor for 32-bit Arm fp32 loops.
+
+`DepthwiseConv`: convolutions in which each output channel reads one input channel (the
+subsampling's 3x3 stride-2 depthwise conv2d and its single-channel first conv, the convolution
+module's depthwise conv1d): output channels in parallel, the kernel window unrolled, the output
+row (time or frequency) in vector registers.
+`Matmul`: every other sum of products (dense layers, attention's batched matmuls, 1x1 convs):
+a tile of rows x vector lanes accumulated in registers, the reduction innermost but one, row
+tiles in parallel.
+`VectorizeInnermost` (tvm_conformer.targets.vectorize): elementwise kernels and the rest.
+
+With `tunable=True` the tile sizes become `sample_perfect_tile` decisions, so MetaSchedule can
+search around the hand-written schedules (see `tvm_conformer.tune.tuner`).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import (
+    SBlockInfo,
+    collect_vars_used_in_prim_expr,
+    normalize_prim_func,
+)
+from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
+from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width
+
+from tvm_conformer.targets.vectorize import VectorizeInnermost
+
+CONV_BLOCKS = ("conv1d", "conv2d")  # TOPI's convolution block names contain one of these
+MAX_ROW_TILE = 8  # rows x one vector of accumulators stay within the 16/32 vector registers
+
+
+def vector_lanes(target: Target, bits: int = 32) -> int:
+    """Lanes of `bits` in the target's widest vector (fp32: 4 on NEON, 16 on AVX-512)."""
+    width = llvm_get_vector_width(target)
+    return max((width if width > 0 else 128) // bits, 1)
+
+
+def _extent(info: SBlockInfo, i: int) -> int | None:
+    dom = info.iters[i].dom
+    return dom if isinstance(dom, int) else None
+
+
+def _anchor(
+    func: tirx.PrimFunc, target: Target
+) -> tuple[s_tir.Schedule, SBlockInfo, SBlockInfo | None] | None:
+    """The schedule, the kernel's one reduction block (static shapes, spatial iterators before
+    reduction ones; unit iterators dropped) and its injective epilogue, once every other block
+    is inlined; else None."""
+    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        return None
+    sch = s_tir.Schedule(func)
+    infos = try_inline_contiguous_spatial(sch, normalize_prim_func(sch))
+    if not infos or infos[0].is_injective() or len(infos) > 2:
+        return None
+    main, epilogue = infos[0], (infos[1] if len(infos) == 2 else None)
+    if epilogue is not None and not epilogue.is_injective():
+        return None
+    kinds = main.dom_kind()
+    spatial = kinds.count("S")
+    if spatial == 0 or kinds != "S" * spatial + "R" * (len(kinds) - spatial):
+        return None
+    if any(_extent(main, i) is None for i in range(len(kinds))):
+        return None
+    return sch, main, epilogue
+
+
+def _operands(sch: s_tir.Schedule, info: SBlockInfo) -> list:
+    """The regions (`tvm.ir.TensorRegion`) the block reads besides its own accumulator."""
+    block = sch.get(info.block_rv)
+    out = [w.source for w in block.writes]
+    return [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
+
+
+def _reads_one_channel(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
+    """A convolution whose data read's channel index has no reduction iterator."""
+    if not any(name in info.name for name in CONV_BLOCKS) or info.dom_kind().count("S") < 2:
+        return False
+    block = sch.get(info.block_rv)
+    reduce = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce}
+    channel = _operands(sch, info)[0].region[1].min  # data is (N, C, ...)
+    return not (collect_vars_used_in_prim_expr(channel) & reduce)
+
+
+def _split(
+    sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV, inner: int, tunable: bool
+) -> list[s_tir.schedule.LoopRV]:
+    """(outer, inner) with the hand-written `inner` factor, or a sampled one when tunable."""
+    if tunable:
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, 2))
+        return list(sch.split(loop, factors=factors))
+    return list(sch.split(loop, factors=[None, inner]))
+
+
+def _largest_divisor(extent: int, limit: int) -> int:
+    return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
+
+
+def _vector_tile(extent: int, lanes: int) -> int:
+    """Lanes per vector: the largest divisor of `extent` up to a register's lanes; all of a
+    short row whose divisors are all tiny (LLVM splits it into whole vectors and a tail)."""
+    tile = _largest_divisor(extent, lanes)
+    return extent if tile < min(4, lanes) and extent <= 2 * lanes else tile
+
+
+def _finish_epilogue(
+    sch: s_tir.Schedule, epilogue: SBlockInfo | None, at: s_tir.schedule.LoopRV, lanes: int
+) -> None:
+    """Computes the epilogue right after the tile it reads (still in cache), vectorized."""
+    if epilogue is None:
+        return
+    sch.reverse_compute_at(epilogue.block_rv, at)
+    inner = sch.get_loops(epilogue.block_rv)[-1]
+    extent = sch.get(inner).extent
+    if isinstance(extent, tirx.IntImm) and extent.value > 4 * lanes:
+        inner = sch.split(inner, factors=[None, lanes])[-1]
+    sch.vectorize(inner)
+
+
+class DepthwiseConv(ScheduleRule):
+    """Convolutions whose every output reads a single input channel (depthwise, or one input
+    channel): parallel over channels, window unrolled, the output row vectorized."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        found = _anchor(func, target)
+        if found is None or not _reads_one_channel(found[0], found[1]):
+            return None
+        sch, main, epilogue = found
+        spatial = main.dom_kind().count("S")  # iterators (c, [h,] w, [kh,] kw)
+        lanes = vector_lanes(target)
+        loops = sch.get_loops(main.block_rv)
+        channel, middle, row = loops[0], loops[1 : spatial - 1], loops[spatial - 1]
+        window = loops[spatial:]
+        tile = _vector_tile(_extent(main, spatial - 1), lanes)
+        if tile < _extent(main, spatial - 1):
+            row_outer, row = _split(sch, row, tile, tunable)
+            middle = [*middle, row_outer]
+        sch.reorder(channel, *middle, *window, row)
+        sch.parallel(channel)
+        for loop in window:
+            sch.unroll(loop)
+        sch.vectorize(row)
+        # the epilogue reads each output row while it is in L1, so the raw row never reaches memory
+        _finish_epilogue(sch, epilogue, middle[-1] if middle else channel, lanes)
+        init = sch.decompose_reduction(main.block_rv, window[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+
+class Matmul(ScheduleRule):
+    """Sums of products of two operands (dense, batched matmul, 1x1 and other convs): a
+    (rows x vector) tile of accumulators in registers, row tiles in parallel."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        found = _anchor(func, target)
+        if found is None or len(_operands(*found[:2])) != 2:
+            return None
+        sch, main, epilogue = found
+        lanes = vector_lanes(target)
+        kinds = main.dom_kind()
+        spatial = kinds.count("S")
+        extents = [_extent(main, i) for i in range(len(kinds))]
+        # Columns: the trailing spatial axes, fused until a few vectors long (a 1x1 conv's
+        # (h, w) plane is one contiguous axis); rows: the axis before them; batch: the rest.
+        first_col, cols = spatial - 1, extents[spatial - 1]
+        while first_col > 1 and cols < 2 * lanes:
+            first_col -= 1
+            cols *= extents[first_col]
+        if first_col == 0:
+            return None  # a vector times a matrix: dlight's GEMV
+        loops = sch.get_loops(main.block_rv)
+        reduce = sch.fuse(*loops[spatial:]) if len(kinds) - spatial > 1 else loops[spatial]
+        col = sch.fuse(*loops[first_col:spatial]) if first_col < spatial - 1 else loops[first_col]
+        col_outer, col_inner = _split(sch, col, _vector_tile(cols, lanes), tunable)
+        rows = extents[first_col - 1]
+        row_outer, row_inner = _split(
+            sch, loops[first_col - 1], _largest_divisor(rows, MAX_ROW_TILE), tunable
+        )
+        batch = loops[: first_col - 1]
+        sch.reorder(*batch, row_outer, col_outer, reduce, row_inner, col_inner)
+        par = sch.fuse(*batch, row_outer) if batch else row_outer
+        sch.parallel(par)
+        sch.unroll(row_inner)
+        sch.vectorize(col_inner)
+        # right after its tile while that is in L1; a fused column axis is no rectangle, so
+        # then after the whole row tile
+        _finish_epilogue(sch, epilogue, col_outer if first_col == spatial - 1 else par, lanes)
+        init = sch.decompose_reduction(main.block_rv, reduce)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+
+RULES = [DepthwiseConv(), Matmul(), VectorizeInnermost()]

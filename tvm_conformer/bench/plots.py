@@ -1,0 +1,87 @@
+"""PNG plots of the results (matplotlib, Agg): latency spread, scaling, roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+
+
+def latency(rows: list[dict], path: Path, title: str) -> None:
+    """Box plot of every per-chunk latency of each engine (log scale), one box per thread count."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(ok) + 1.5))
+    ax.boxplot([r["latencies_ms"] for r in ok], vert=False, whis=(5, 95), showfliers=True,
+               flierprops={"markersize": 2, "alpha": 0.3})
+    ax.set_yticks(range(1, len(ok) + 1), [f"{r['label']} ({r['threads']}t)" for r in ok])
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per call (ms), whiskers 5th-95th percentile")
+    ax.set_title(title)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scaling(rows: list[dict], path: Path) -> None:
+    """RTF against chunk size, and latency per step against MACs per step (model size)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for label in sorted({r["label"] for r in rows}):
+        mine = [r for r in rows if r["label"] == label and r["status"] == "ok"]
+        chunks = [r for r in mine if r["point"].startswith("chunk")]
+        sizes = [r for r in mine if not r["point"].startswith("chunk")]
+        a.plot([r["chunk_size"] for r in chunks], [r["rtf"] for r in chunks], "o-", label=label)
+        b.plot([r["step_macs"] / 1e6 for r in sizes], [r["median_ms"] for r in sizes], "o-", label=label)
+        for r in sizes:
+            b.annotate(r["point"], (r["step_macs"] / 1e6, r["median_ms"]), fontsize=7)
+    a.set(xlabel="chunk size (encoder frames of 40 ms)", ylabel="RTF (step time / audio time)",
+          xscale="log", yscale="log", title="chunk size (same model)")
+    a.set_xticks(sorted({r["chunk_size"] for r in rows}), [str(c) for c in sorted({r["chunk_size"] for r in rows})])
+    b.set(xlabel="MMAC per step", ylabel="median step latency (ms)", xscale="log", yscale="log",
+          title="model size (chunk 16)")
+    for ax in (a, b):
+        ax.grid(which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def roofline(peak: dict, points: list[dict], path: Path) -> None:
+    """Achieved GFLOP/s of each engine at the step's intensity under the measured roofs."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bw = peak["copy_gbs"]
+    xs = np.logspace(-1, 3, 200)
+    for n, g in peak["peak_gflops"].items():
+        ax.plot(xs, np.minimum(g, bw * xs), "--", lw=1,
+                label=f"sgemm {g:.0f} GFLOP/s ({n} thread(s)), copy {bw:.0f} GB/s")
+    for p in points:
+        ax.scatter(p["intensity"], p["gflops"], s=20)
+        ax.annotate(f"{p['label']} {p['threads']}t", (p["intensity"], p["gflops"]), fontsize=6)
+    ax.set(xscale="log", yscale="log", xlabel="FLOP per byte (step's minimum traffic)",
+           ylabel="GFLOP/s", title="Roofline of the streaming step")
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(results: dict, out: Path) -> list[Path]:
+    """Every plot the results allow; returns their paths."""
+    written = []
+    for mode in ("stream", "utterance"):
+        if results.get(mode):
+            written.append(out / f"latency_{mode}.png")
+            latency(results[mode], written[-1], f"{mode}: latency per call, {results['suite']} suite")
+    if results.get("scaling"):
+        written.append(out / "scaling.png")
+        scaling(results["scaling"], written[-1])
+    if results.get("roofline"):
+        written.append(out / "roofline.png")
+        roofline(results["peak"], results["roofline"], written[-1])
+    return written
