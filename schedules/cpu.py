@@ -18,18 +18,14 @@ search around the hand-written schedules (see `tvm_conformer.tune.tuner`).
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import (
-    SBlockInfo,
-    collect_vars_used_in_prim_expr,
-    normalize_prim_func,
-)
+from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
 from tvm_conformer.targets.vectorize import VectorizeInnermost
+from tvm_conformer.tune.tasks import operands, reads_one_channel
 
-CONV_BLOCKS = ("conv1d", "conv2d")  # TOPI's convolution block names contain one of these
 MAX_ROW_TILE = 8  # rows x one vector of accumulators stay within the 16/32 vector registers
 
 
@@ -66,23 +62,6 @@ def _anchor(
     if any(_extent(main, i) is None for i in range(len(kinds))):
         return None
     return sch, main, epilogue
-
-
-def _operands(sch: s_tir.Schedule, info: SBlockInfo) -> list:
-    """The regions (`tvm.ir.TensorRegion`) the block reads besides its own accumulator."""
-    block = sch.get(info.block_rv)
-    out = [w.source for w in block.writes]
-    return [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
-
-
-def _reads_one_channel(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
-    """A convolution whose data read's channel index has no reduction iterator."""
-    if not any(name in info.name for name in CONV_BLOCKS) or info.dom_kind().count("S") < 2:
-        return False
-    block = sch.get(info.block_rv)
-    reduce = {iv.var for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce}
-    channel = _operands(sch, info)[0].region[1].min  # data is (N, C, ...)
-    return not (collect_vars_used_in_prim_expr(channel) & reduce)
 
 
 def _split(
@@ -126,10 +105,12 @@ class DepthwiseConv(ScheduleRule):
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         found = _anchor(func, target)
-        if found is None or not _reads_one_channel(found[0], found[1]):
+        if found is None:
             return None
         sch, main, epilogue = found
         spatial = main.dom_kind().count("S")  # iterators (c, [h,] w, [kh,] kw)
+        if spatial < 2 or not reads_one_channel(sch.get(main.block_rv)):
+            return None
         lanes = vector_lanes(target)
         loops = sch.get_loops(main.block_rv)
         channel, middle, row = loops[0], loops[1 : spatial - 1], loops[spatial - 1]
@@ -156,8 +137,8 @@ class Matmul(ScheduleRule):
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         found = _anchor(func, target)
-        if found is None or len(_operands(*found[:2])) != 2:
-            return None
+        if found is None or len(operands(found[0].get(found[1].block_rv))) != 2:
+            return None  # not a sum of products of two operands
         sch, main, epilogue = found
         lanes = vector_lanes(target)
         kinds = main.dom_kind()

@@ -10,10 +10,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 BOARD_CPU = "cortex-a55"
+BOARD_TARGET = "wearable-a55"  # targets/wearable-a55.toml: aarch64, cortex-a55
 CROSS_CXX = "aarch64-linux-gnu-g++"
 
 
@@ -51,3 +53,14 @@ def emulated_board() -> Iterator[EmulatedBoard]:
     with start_tracker(port=0) as tracker:
         with start_board(key, cpu=BOARD_CPU, tracker=tracker.address):
             yield EmulatedBoard(tracker.host, tracker.port, key, BOARD_CPU, CROSS_CXX)
+
+
+@pytest.fixture(scope="session")
+def board_artifact(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model compiled for the board's core (BOARD_TARGET) and cross-linked."""
+    require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")
+    from tvm_conformer.build.compile import compile_artifact
+
+    out = tmp_path_factory.mktemp("board-artifact")
+    compile_artifact(out, BOARD_TARGET, tiny_checkpoint, quiet=True)
+    return out

@@ -1,11 +1,13 @@
-"""`tvm-conformer bench`: the host benchmark suites, or a per-kernel profile of one artifact."""
+"""`tvm-conformer bench`: the host benchmark suites, a per-kernel profile of one artifact, or
+(`--rpc-key`/`--target`) the streaming step on a device over TVM RPC."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "Benchmark every engine on the host (latency, RTF, memory, size, accuracy) or profile kernels."
+HELP = ("Benchmark every engine on the host (latency, RTF, memory, size, accuracy), profile "
+        "kernels, or (--rpc-key/--target) run the streaming step on a device over TVM RPC.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,12 +25,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
                    help="instead of a suite: time every kernel of one step of --artifact")
     p.add_argument("--artifact", help="artifact to profile (default: the benchmark model built "
-                                      "for the host with schedules, cached)")
+                                      "for the host with schedules, cached); with --rpc-key: the "
+                                      "build to deploy, or where to compile it for --target "
+                                      "(default: build/rpc/TARGET)")
     p.add_argument("--steps", type=int, default=30, help="steps to profile (default: 30)")
+    # --- on a device over TVM RPC (rpc/runner.py) ---
+    p.add_argument("--rpc-key", help="run on the device registered under this key at the tracker "
+                                     "(default with --target: the target file's rpc_key)")
+    p.add_argument("--target", help="device target (targets/NAME.toml) to compile for and run on")
+    p.add_argument("--tracker", default="127.0.0.1:9190", metavar="HOST:PORT",
+                   help="RPC tracker (default: 127.0.0.1:9190)")
+    p.add_argument("--audio", nargs="+", metavar="FILE",
+                   help="recordings to stream (default: the shipped sample.wav and test_utts/*.flac)")
+    p.add_argument("--json", metavar="OUT", help="also write the run's record to OUT (JSON)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for a free device, and for each remote operation (default: 120)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs a suite, or the kernel profile."""
+    """Runs a suite, the kernel profile, or the benchmark on a device."""
+    if args.rpc_key or args.target:
+        return _rpc(args)
     if args.profile:
         return _profile(args)
     return _host_suite(args)
@@ -79,4 +96,25 @@ def _profile(args: argparse.Namespace) -> int:
     for threads in args.threads or [1]:
         print(format_profile(profile_artifact(artifact, threads, args.steps)))
         print()
+    return 0
+
+
+def _rpc(args: argparse.Namespace) -> int:
+    import json
+
+    from tvm_conformer.errors import UserError
+    from tvm_conformer.rpc.results import format_run
+    from tvm_conformer.rpc.runner import artifact_for, bench_rpc
+    from tvm_conformer.targets import load_target
+
+    key = args.rpc_key or (load_target(args.target).rpc_key if args.target else None)
+    if not key:
+        raise UserError(f"target {args.target} names no rpc_key: pass --rpc-key KEY")
+    artifact = artifact_for(args.target, args.artifact, _model(args))
+    results = Path(args.out) / "rpc_results.jsonl"
+    record = bench_rpc(artifact, key, args.tracker, args.audio, results, args.timeout, _model(args))
+    print(format_run(record))
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"appended to {results}" + (f"; wrote {args.json}" if args.json else ""))
     return 0

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data")
     p.add_argument("--split", action="append", help="split(s) (default: test, test_heldout_voices)")
     p.add_argument("--backend", default="torch", choices=["torch", "tvm"])
-    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--model", help=f"checkpoint (.pt; default: {DEFAULT_CHECKPOINT.name})")
     p.add_argument("--artifact")
     p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
     p.add_argument("--limit", type=int, help="first N utterances only")

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="audio files (default: the shipped recording)")
     p.add_argument("--backend", default="torch", choices=["torch", "tvm"],
                    help="torch: PyTorch eager; tvm: a compiled TVM artifact (default: torch)")
-    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint (.pt)")
+    p.add_argument("--model", help=f"checkpoint (.pt; default: {DEFAULT_CHECKPOINT.name})")
     p.add_argument("--artifact", help="compiled artifact directory (tvm backend; default: "
                    "compile for the host on first use, cached)")
     p.add_argument("--rpc-key", help="run the step on a device registered under this key")

@@ -8,15 +8,20 @@ from tvm_conformer.errors import UserError
 
 
 def by_name(name: str) -> tvm.transform.Pass:
-    """The graph pass called `name` in `tvm_conformer.build.pipeline.GRAPH_PASSES`."""
-    if name == "layout":
-        from tvm_conformer.passes.channels_first_layout import ChannelsFirstLayout
+    """The graph pass called `name` in `tvm_conformer.build.pipeline.GRAPH_PASSES`:
+    "layout" (ChannelsFirstLayout), "einsum" (ChunkedEinsumAttention), "fuse" (FoldBatchNorm
+    then FuseConformerOps)."""
+    from tvm_conformer.passes.channels_first_layout import ChannelsFirstLayout
+    from tvm_conformer.passes.chunked_einsum_attention import ChunkedEinsumAttention
+    from tvm_conformer.passes.fold_batch_norm import FoldBatchNorm
+    from tvm_conformer.passes.fuse_conformer_ops import FuseConformerOps
 
+    if name == "layout":
         return ChannelsFirstLayout()
     if name == "einsum":
-        from tvm_conformer.passes.chunked_einsum_attention import ChunkedEinsumAttention
-
         return ChunkedEinsumAttention()
+    if name == "fuse":
+        return tvm.transform.Sequential([FoldBatchNorm(), FuseConformerOps()], name="Fuse")
     raise UserError(f"unknown graph pass {name!r}: choose from layout, einsum, fuse")
 
 

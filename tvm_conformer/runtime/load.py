@@ -14,18 +14,20 @@ BACKENDS = ("torch", "tvm")
 
 def make_backend(
     backend: str = "torch",
-    model: str | Path = DEFAULT_CHECKPOINT,
+    model: str | Path | None = None,
     artifact: str | Path | None = None,
     threads: int | None = None,
 ) -> StepBackend:
-    """`torch`: PyTorch eager on the checkpoint; `tvm`: a compiled artifact (built for the host
-    on first use and cached when `artifact` is None)."""
+    """`torch`: PyTorch eager on the checkpoint (default: the shipped one); `tvm`: a compiled
+    artifact, built for the host on first use and cached when `artifact` is None. An artifact
+    given together with a `model` must have been compiled from that checkpoint."""
     if backend == "torch":
-        asr, _ = load_checkpoint(model)
+        asr, _ = load_checkpoint(model or DEFAULT_CHECKPOINT)
         return TorchBackend(asr, threads)
     if backend == "tvm":
         from tvm_conformer.runtime.tvm_backend import TVMBackend, host_artifact
 
-        path = Path(artifact) if artifact else host_artifact(model)
-        return TVMBackend.load(path, threads=threads)
+        if artifact:
+            return TVMBackend.load(artifact, threads=threads, expect_model=model)
+        return TVMBackend.load(host_artifact(model or DEFAULT_CHECKPOINT), threads=threads)
     raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -46,13 +46,23 @@ class TVMBackend:
         self.manifest = manifest
 
     @classmethod
-    def load(cls, art_dir: str | Path, threads: int | None = None) -> TVMBackend:
+    def load(
+        cls, art_dir: str | Path, threads: int | None = None, expect_model: str | Path | None = None
+    ) -> TVMBackend:
+        """Loads after checking hashes, architecture and (with `expect_model`) the checkpoint."""
         import tvm
         from tvm import relax
+
+        from tvm_conformer.build.artifact import sha256_file
 
         art = Path(art_dir)
         manifest = read_manifest(art)
         check_runs_here(manifest, art)
+        if expect_model is not None and sha256_file(expect_model) != manifest["model"]["checkpoint_sha256"]:
+            raise UserError(
+                f"{art} was compiled from {manifest['model']['checkpoint']}, not from {expect_model}: "
+                f"recompile with `tvm-conformer compile --model {expect_model}`"
+            )
         if threads:
             set_threads(threads)
         dev = tvm.cpu()
@@ -89,7 +99,14 @@ def host_artifact(model: str | Path) -> Path:
     from tvm_conformer.build.artifact import sha256_file
     from tvm_conformer.build.compile import compile_artifact
 
-    key = hashlib.sha256(f"{sha256_file(model)}:{tvm.__version__}".encode()).hexdigest()[:16]
+    from tvm_conformer import __version__
+    from tvm_conformer.paths import SCHEDULES_DIR, TUNING_LOGS_DIR
+
+    # what the host build depends on besides the checkpoint: versions, rules, the host database
+    inputs = [sha256_file(model), tvm.__version__, __version__]
+    for f in [*sorted(SCHEDULES_DIR.glob("*.py")), *sorted((TUNING_LOGS_DIR / "host").glob("*.json"))]:
+        inputs.append(sha256_file(f))
+    key = hashlib.sha256(":".join(inputs).encode()).hexdigest()[:16]
     art = cache_dir() / "artifacts" / f"host-{key}"
     if not (art / "manifest.json").is_file():
         print(f"compiling {model} for the host (first use; cached in {art})", file=sys.stderr)

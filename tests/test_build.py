@@ -1,0 +1,141 @@
+"""PyTorch -> Relax -> host artifact: numbers equal PyTorch's; bad artifacts are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tvm_conformer.build.artifact import LIB, MANIFEST
+from tvm_conformer.build.compile import compile_artifact
+from tvm_conformer.errors import UserError
+from tvm_conformer.model import load_checkpoint
+from tvm_conformer.runtime.tvm_backend import TVMBackend
+
+
+def _random_step_inputs(cfg, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((1, cfg.chunk_input_frames, cfg.n_mels)).astype(np.float32) * 3 + 8
+    att = rng.standard_normal((cfg.n_layers, 2, cfg.left_frames, cfg.d_model)).astype(np.float32)
+    cnn = rng.standard_normal((cfg.n_layers, cfg.d_model, cfg.conv_kernel - 1)).astype(np.float32)
+    mask = np.ones((1, cfg.left_frames + cfg.chunk_size), np.float32)
+    mask[0, : cfg.left_frames // 2] = 0  # half of the cache not yet filled
+    mask[0, -1] = 0  # a padded last frame
+    return [feats, att, cnn, mask]
+
+
+@pytest.fixture(scope="module")
+def host_artifacts(tiny_checkpoint: Path, tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for frontend in ("torch", "onnx"):
+        art = tmp_path_factory.mktemp(f"art-{frontend}")
+        compile_artifact(art, "host", tiny_checkpoint, frontend=frontend, quiet=True)
+        out[frontend] = art
+    return out
+
+
+@pytest.mark.parametrize("frontend", ["torch", "onnx"])
+def test_artifact_step_matches_pytorch(host_artifacts, tiny_checkpoint, frontend):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    backend = TVMBackend.load(host_artifacts[frontend])
+    feats, att, cnn, mask = _random_step_inputs(model.cfg)
+    state = backend.initial_state()
+    import tvm
+
+    state = (tvm.runtime.tensor(att), tvm.runtime.tensor(cnn))
+    lp, (new_att, new_cnn) = backend.step(state, feats, mask)
+    with torch.no_grad():
+        ref = model.forward_chunk(*(torch.from_numpy(a) for a in (feats, att, cnn, mask)))
+    np.testing.assert_allclose(lp, ref[0][0].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(new_att.numpy(), ref[1].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(new_cnn.numpy(), ref[2].numpy(), atol=1e-4, rtol=0)
+
+
+def test_manifest_records_what_was_built(host_artifacts, tiny_checkpoint):
+    manifest = json.loads((host_artifacts["torch"] / MANIFEST).read_text())
+    model, _ = load_checkpoint(tiny_checkpoint)
+    assert manifest["model"]["config_hash"] == model.cfg.hash()
+    assert manifest["target"]["name"] == "host"
+    assert manifest["frontend"] == "torch"
+    assert manifest["kernels"]["count"] > 0
+    assert set(manifest["files"]) == {"lib.so", "weights.npz"}
+    import tvm
+
+    assert manifest["tvm_version"] == tvm.__version__
+
+
+def test_fresh_process_loads_and_runs_the_artifact(host_artifacts, tiny_checkpoint):
+    code = (
+        "import sys, numpy as np\n"
+        "from tvm_conformer.runtime.tvm_backend import TVMBackend\n"
+        "b = TVMBackend.load(sys.argv[1]); c = b.config\n"
+        "f = np.zeros((1, c.chunk_input_frames, c.n_mels), np.float32)\n"
+        "m = np.ones((1, c.left_frames + c.chunk_size), np.float32)\n"
+        "lp, _ = b.step(b.initial_state(), f, m)\n"
+        "print(float(np.exp(lp).sum(-1).mean()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(host_artifacts["torch"])],
+                         capture_output=True, text=True, check=True)
+    assert float(out.stdout) == pytest.approx(1.0, abs=1e-4)  # log-probs of a distribution
+
+
+def test_tampered_library_is_refused(host_artifacts, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(host_artifacts["torch"], art)
+    with open(art / LIB, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(UserError, match="does not match its manifest hash"):
+        TVMBackend.load(art)
+
+
+def test_artifact_for_another_architecture_is_refused(host_artifacts, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(host_artifacts["torch"], art)
+    manifest = json.loads((art / MANIFEST).read_text())
+    manifest["target"]["tvm"]["mtriple"] = "aarch64-linux-gnu"
+    manifest["target"]["name"] = "rpi4"
+    (art / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="built for rpi4"):
+        TVMBackend.load(art)
+
+
+def test_artifact_of_another_model_is_refused(host_artifacts, tmp_path):
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not the same checkpoint")
+    with pytest.raises(UserError, match="recompile"):
+        TVMBackend.load(host_artifacts["torch"], expect_model=other)
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(UserError, match="not an artifact"):
+        TVMBackend.load(tmp_path)
+
+
+@pytest.mark.parametrize("frontend", ["torch", "onnx"])
+def test_bound_and_separate_weights_compute_the_same(tiny_checkpoint, frontend):
+    import tvm
+    from tvm import relax
+
+    from tvm_conformer.frontend import import_step
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    inputs = _random_step_inputs(model.cfg, seed=1)
+    outs = []
+    for bind in (False, True):
+        mod, weights = import_step(model, frontend, bind=bind)
+        assert (len(weights) == 0) == bind
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        res = vm["main"](*(tvm.runtime.tensor(a) for a in inputs), *(tvm.runtime.tensor(w) for w in weights))
+        outs.append([r.numpy() for r in res])
+    with torch.no_grad():
+        ref = model.forward_chunk(*(torch.from_numpy(a) for a in inputs))
+    for got in outs:
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)

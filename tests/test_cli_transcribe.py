@@ -1,0 +1,103 @@
+"""`tvm-conformer transcribe` on good and bad input: a result or a one-line error, no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tvm_conformer.cli import main
+from tvm_conformer.paths import ASSETS_DIR, DEFAULT_RECORDING
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["transcribe", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(capsys, *args: str) -> str:
+    code, out, err = _run(capsys, *args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _speech() -> tuple[np.ndarray, int]:
+    return sf.read(DEFAULT_RECORDING, dtype="float32")
+
+
+def test_default_recording_json_has_text_duration_and_rtf(capsys):
+    code, out, _ = _run(capsys, "--json")
+    assert code == 0
+    result = json.loads(out)
+    expected = (ASSETS_DIR / "sample.txt").read_text().strip()
+    assert jiwer.wer(expected, result["text"]) <= 0.2, result["text"]
+    assert result["audio_seconds"] == pytest.approx(len(_speech()[0]) / 16000, abs=1e-3)
+    assert 0 < result["rtf"] < 10
+
+
+def test_missing_file(capsys):
+    assert "no such audio file" in _error_line(capsys, "/nonexistent/x.wav")
+
+
+def test_not_a_wav(capsys, tmp_path: Path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is text, not audio\n")
+    assert "not a readable audio file" in _error_line(capsys, str(bad))
+
+
+def test_empty_audio(capsys, tmp_path: Path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.int16), 16000, subtype="PCM_16")
+    assert "empty" in _error_line(capsys, str(empty))
+
+
+def test_missing_checkpoint(capsys, tmp_path: Path):
+    assert "checkpoint" in _error_line(capsys, "--model", str(tmp_path / "none.pt"))
+
+
+def _text(capsys, path: Path) -> str:
+    code, out, _ = _run(capsys, str(path))
+    assert code == 0
+    return out.strip()
+
+
+def test_stereo_8bit_and_8khz_give_the_mono_result(capsys, tmp_path: Path):
+    x, sr = _speech()
+    reference = _text(capsys, DEFAULT_RECORDING)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([x, x], axis=1), sr, subtype="PCM_16")
+    assert _text(capsys, stereo) == reference
+    u8 = tmp_path / "u8.wav"
+    sf.write(u8, x, sr, subtype="PCM_U8")
+    assert jiwer.wer(reference, _text(capsys, u8)) <= 0.2
+    import soxr
+
+    narrow = tmp_path / "8k.wav"
+    sf.write(narrow, soxr.resample(x, sr, 8000), 8000, subtype="PCM_16")
+    assert jiwer.wer(reference, _text(capsys, narrow)) <= 0.34
+
+
+def test_very_short_and_very_long_audio(capsys, tmp_path: Path):
+    x, sr = _speech()
+    short = tmp_path / "short.wav"
+    sf.write(short, x[: sr // 10], sr, subtype="PCM_16")  # 0.1 s: shorter than one chunk
+    code, out, _ = _run(capsys, str(short), "--json")
+    assert code == 0 and json.loads(out)["audio_seconds"] == pytest.approx(0.1)
+    long = tmp_path / "long.wav"
+    # 10 minutes: the recording repeated with silence between; every repetition is recognized
+    gap = np.zeros(sr, np.float32)
+    reps = int(600 * sr / (len(x) + len(gap))) + 1
+    sf.write(long, np.tile(np.concatenate([x, gap]), reps)[: 600 * sr], sr, subtype="PCM_16")
+    code, out, _ = _run(capsys, str(long), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["audio_seconds"] == pytest.approx(600.0)
+    words = (ASSETS_DIR / "sample.txt").read_text().split()
+    assert len(result["text"].split()) >= 0.8 * len(words) * (reps - 1)

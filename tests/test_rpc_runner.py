@@ -1,0 +1,155 @@
+"""The RPC runner on the emulated aarch64 board: streaming with the caches on the device, the
+device benchmark and its report, checked against PyTorch eager on the host."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from tvm_conformer.build.artifact import read_manifest
+from tvm_conformer.cli import main
+from tvm_conformer.errors import UserError
+from tvm_conformer.paths import ASSETS_DIR, DEFAULT_RECORDING
+from tvm_conformer.rpc.results import read_results, summarize
+
+if TYPE_CHECKING:
+    from board_fixtures import EmulatedBoard
+
+pytest_plugins = ["board_fixtures"]
+
+FLAC = sorted((ASSETS_DIR / "test_utts").glob("*.flac"))[0]
+
+
+def _tracker(board: "EmulatedBoard") -> str:
+    return f"{board.tracker_host}:{board.tracker_port}"
+
+
+def _host_transcript(checkpoint: Path, path: Path):  # noqa: ANN202 - recognizer.Transcript
+    from tvm_conformer.audio.wav import load_audio
+    from tvm_conformer.model import load_checkpoint
+    from tvm_conformer.runtime.backend import TorchBackend
+    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+
+    samples, sr = load_audio(path)
+    return transcribe_samples(OnlineRecognizer(TorchBackend(load_checkpoint(checkpoint)[0])),
+                              samples, sr)
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_streaming_on_the_board_matches_pytorch(
+    emulated_board: "EmulatedBoard", board_artifact: Path, tiny_checkpoint: Path
+) -> None:
+    from tvm.rpc.base import RPC_SESS_MASK
+
+    from tvm_conformer.audio.wav import load_audio
+    from tvm_conformer.rpc.runner import make_rpc_backend
+    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+
+    backend = make_rpc_backend(board_artifact, emulated_board.key, _tracker(emulated_board),
+                               progress=False)
+    try:
+        samples, sr = load_audio(DEFAULT_RECORDING)
+        got = transcribe_samples(OnlineRecognizer(backend), samples, sr)
+        want = _host_transcript(tiny_checkpoint, DEFAULT_RECORDING)
+        assert got.log_probs.shape == want.log_probs.shape
+        assert np.max(np.abs(got.log_probs - want.log_probs)) <= 1e-4
+        assert got.text == want.text
+        assert backend.device.arch == "aarch64" and backend.device.emulated
+        # the caches a step returns are tensors in the device's memory, not on the host
+        feats = np.zeros((1, backend.config.chunk_input_frames, backend.config.n_mels), np.float32)
+        mask = np.ones((1, backend.config.left_frames + backend.config.chunk_size), np.float32)
+        _, state = backend.step(backend.initial_state(), feats, mask)
+        for cache in state:
+            assert cache.device == backend.dev
+            assert cache.device.dlpack_device_type() >= RPC_SESS_MASK  # a remote device
+    finally:
+        backend.close()
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_bench_appends_a_labelled_run_and_report_renders_it(
+    emulated_board: "EmulatedBoard", board_artifact: Path, tiny_checkpoint: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture,
+) -> None:
+    from tvm_conformer.rpc.runner import EMULATION_LABEL
+
+    audio = [DEFAULT_RECORDING, FLAC]
+    argv = ["bench", "--rpc-key", emulated_board.key, "--tracker", _tracker(emulated_board),
+            "--artifact", str(board_artifact), "--audio", *map(str, audio), "--out", str(tmp_path),
+            "--json", str(tmp_path / "run.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert EMULATION_LABEL.upper() in out and "RTF" in out
+    (record,) = read_results(tmp_path / "rpc_results.jsonl")
+    assert record["label"] == EMULATION_LABEL and record["device"]["emulated"]
+    assert record["partial"] is False and record["error"] is None
+    assert record["artifact"]["manifest"] == read_manifest(board_artifact)
+    hosts = [_host_transcript(tiny_checkpoint, path) for path in audio]
+    assert record["check"]["passed"] and record["check"]["max_abs_logp_diff"] <= 1e-4
+    assert record["check"]["host_text"] == hosts[0].text
+    # one timing of each kind per chunk the host recognizer runs, and every text as on the host
+    for run, host in zip(record["recordings"], hosts, strict=True):
+        assert run["complete"] and run["text"] == host.text
+        assert len(run["step_ms"]) == len(run["invoke_ms"]) == len(run["device_ms"])
+        assert len(run["step_ms"]) == len(host.step_seconds)
+    assert record["summary"]["audio_s"] == pytest.approx(sum(h.audio_seconds for h in hosts))
+
+    assert main(["report", "--results", str(tmp_path / "rpc_results.jsonl")]) == 0
+    table = capsys.readouterr().out
+    assert emulated_board.key in table and EMULATION_LABEL in table
+    assert (tmp_path / "rpc_results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_transcribe_over_rpc_prints_the_host_transcript(
+    emulated_board: "EmulatedBoard", board_artifact: Path, tiny_checkpoint: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    argv = ["transcribe", str(FLAC), "--rpc-key", emulated_board.key, "--tracker",
+            _tracker(emulated_board), "--artifact", str(board_artifact)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == _host_transcript(tiny_checkpoint, FLAC).text.strip()
+
+
+def test_rpc_without_an_artifact_is_a_one_line_error() -> None:
+    from tvm_conformer.rpc.runner import make_rpc_backend
+
+    with pytest.raises(UserError, match=r"needs --artifact DIR"):
+        make_rpc_backend(None, "any-key")
+
+
+def test_summary_figures() -> None:
+    runs = [
+        {"complete": True, "audio_s": 2.0, "step_ms": [30.0, 10.0], "invoke_ms": [20.0, 8.0],
+         "device_ms": [12.0, 6.0]},
+        {"complete": True, "audio_s": 1.0, "step_ms": [20.0], "invoke_ms": [9.0],
+         "device_ms": [7.0]},
+        {"complete": False, "audio_s": 5.0, "step_ms": [50.0], "invoke_ms": [40.0],
+         "device_ms": [30.0]},  # cut off by a failure: timed, but no RTF
+    ]
+    s = summarize(runs)
+    assert s["recordings"] == 2 and s["chunks"] == 4 and s["audio_s"] == 3.0
+    assert s["rtf"] == pytest.approx((12 + 6 + 7) / 1e3 / 3.0)
+    assert s["rtf_host"] == pytest.approx((30 + 10 + 20) / 1e3 / 3.0)
+    device = np.array([12.0, 6.0, 7.0, 30.0])
+    assert s["device_ms"] == {"p50": np.median(device), "p95": np.percentile(device, 95),
+                              "max": 30.0}
+    assert s["first_chunk_ms"] == 30.0 and s["cold_first_chunk_ms"] == 30.0
+
+
+def test_tracker_address_and_architecture_names() -> None:
+    from tvm_conformer.rpc.runner import artifact_arch, normalize_arch, parse_tracker
+
+    assert parse_tracker("10.0.0.2:9190") == ("10.0.0.2", 9190)
+    with pytest.raises(UserError, match="HOST:PORT"):
+        parse_tracker("10.0.0.2")
+    assert [normalize_arch(a) for a in ("arm64", "aarch64", "armv7l", "armv7a", "AMD64")] == [
+        "aarch64", "aarch64", "arm", "arm", "x86_64"]
+    mali = {"target": {"tvm": {"kind": "opencl"}, "host": {"mtriple": "aarch64-linux-gnu"}},
+            "built_on": {"machine": "x86_64"}}
+    host = {"target": {"tvm": {"kind": "llvm"}, "host": None}, "built_on": {"machine": "x86_64"}}
+    assert artifact_arch(mali) == "aarch64" and artifact_arch(host) == "x86_64"

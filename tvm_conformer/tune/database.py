@@ -1,0 +1,165 @@
+"""Tuning databases: `tuning_logs/<target>/` and the manifest that says what they are valid for.
+
+    database_workload.json        MetaSchedule's JSONDatabase: one kernel (workload) a line
+    database_tuning_record.json   one measured schedule a line, appended as it is measured
+    manifest.json                 model config hash, pipeline options, TVM version, device,
+                                  trials and wall time per task and session
+
+`compile` applies a target's database only when the manifest matches the model config, the
+pipeline options that shape the kernels and the TVM version (`default_database`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tvm_conformer.errors import UserError
+from tvm_conformer.paths import TUNING_LOGS_DIR
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+# Pipeline options that change the kernels (and so the workloads); the others do not.
+KERNEL_OPTIONS = ("family", "passes", "precision", "numerics")
+
+
+class DatabaseMismatchWarning(UserWarning):
+    """A tuning database exists for the target but was tuned for something else."""
+
+
+def log_dir_for(target: str, logs_dir: Path = TUNING_LOGS_DIR) -> Path:
+    return logs_dir / target
+
+
+def kernel_options(opts: Any) -> dict[str, Any]:  # noqa: ANN401 - PipelineOptions
+    """The pipeline options a database depends on, as the manifest records them."""
+    d = opts.to_dict()
+    return {k: d[k] for k in KERNEL_OPTIONS}
+
+
+def tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__
+
+
+def host_cpu() -> str:
+    """This machine's CPU model (from /proc/cpuinfo), e.g. "AMD EPYC 9B45"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "Hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def read_manifest(log_dir: Path) -> dict | None:
+    """The manifest of a tuning log directory (None if it has none); UserError if corrupted."""
+    path = log_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is corrupted (not JSON: {exc}); restore it from git or re-tune "
+                        f"with `tvm-conformer tune`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path} is not a tuning manifest of format {FORMAT}; re-tune with "
+                        "`tvm-conformer tune`")
+    return manifest
+
+
+def check_database(log_dir: Path) -> int:
+    """Number of tuning records; UserError naming the file and line if either file is corrupted."""
+    counts = {}
+    for name in (WORKLOADS, RECORDS):
+        path = log_dir / name
+        if not path.is_file():
+            raise UserError(f"{log_dir} has a manifest but no {name}; restore it from git or "
+                            "re-tune with `tvm-conformer tune`")
+        n = 0
+        with open(path) as f:
+            for n, line in enumerate(f, 1):  # noqa: B007 - n counts the lines
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    entry = None
+                if not (isinstance(entry, list) and len(entry) == 2):
+                    raise UserError(f"{path} line {n} is corrupted (not a JSON record); restore "
+                                    "it from git or re-tune with `tvm-conformer tune`")
+        counts[name] = n
+    return counts[RECORDS]
+
+
+def mismatch(manifest: dict, model_cfg_hash: str, opts: Any) -> str | None:  # noqa: ANN401
+    """Why a database with `manifest` does not fit this build, or None if it does."""
+    if manifest["model"]["config_hash"] != model_cfg_hash:
+        return (f"it was tuned for model config {manifest['model']['config_hash']}, "
+                f"this model is {model_cfg_hash}")
+    if manifest["pipeline"] != kernel_options(opts):
+        return f"it was tuned with pipeline {manifest['pipeline']}, this build uses {kernel_options(opts)}"
+    if manifest["tvm_version"] != tvm_version():
+        return f"it was tuned with TVM {manifest['tvm_version']}, this is TVM {tvm_version()}"
+    return None
+
+
+def default_database(
+    target: Any,  # noqa: ANN401 - str or DeviceTarget
+    model_cfg_hash: str,
+    opts: Any,  # noqa: ANN401 - PipelineOptions
+    logs_dir: Path = TUNING_LOGS_DIR,
+) -> str | None:
+    """`tuning_logs/<target>` if its manifest matches this model and pipeline, else None.
+
+    A mismatch warns (DatabaseMismatchWarning) and builds without it; a corrupted manifest
+    or database raises UserError, so no build silently ignores or misreads it.
+    """
+    name = target if isinstance(target, str) else target.name
+    log_dir = log_dir_for(name, logs_dir)
+    manifest = read_manifest(log_dir)
+    if manifest is None:
+        return None
+    check_database(log_dir)
+    why = mismatch(manifest, model_cfg_hash, opts)
+    if why is not None:
+        warnings.warn(f"not applying the tuning database {log_dir}: {why}; re-tune with "
+                      f"`tvm-conformer tune --target {name}` or pass --database DIR",
+                      DatabaseMismatchWarning, stacklevel=2)
+        return None
+    return str(log_dir)
+
+
+def new_manifest(target: Any, device_identity: str, model: dict, opts: Any,  # noqa: ANN401
+                 threads: int, runner: str) -> dict:
+    """The manifest of a fresh tuning log directory (no tasks, no sessions yet)."""
+    return {
+        "format": FORMAT,
+        "target": {"name": target.name, "tvm": json.loads(str(target.tvm())),
+                   "device": device_identity},
+        "model": model,
+        "pipeline": kernel_options(opts),
+        "tvm_version": tvm_version(),
+        "threads": threads,
+        "runner": runner,
+        "tasks": {},
+        "sessions": [],
+        "trials": 0,
+        "wall_seconds": 0.0,
+    }
+
+
+def write_manifest(log_dir: Path, manifest: dict) -> None:
+    """Writes the manifest atomically (a crash leaves the old one or the new one)."""
+    manifest["trials"] = sum(t["records"] for t in manifest["tasks"].values())
+    manifest["wall_seconds"] = round(sum(s["wall_seconds"] for s in manifest["sessions"]), 1)
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tmp = log_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.replace(log_dir / MANIFEST)

@@ -1,0 +1,310 @@
+"""`tune`: MetaSchedule on the pipeline's kernels, one task at a time, here or on a device.
+
+Each task gets an XGBoost cost model (shared by the session), evolutionary search over
+MetaSchedule's design space plus the family's hand-written schedule (`schedules/<family>.py`,
+its tiles made tunable), a builder that links every candidate the way `compile` does (cross
+g++ or ld.lld, `tvm_conformer.build.link`), and a runner: this machine, or a device behind an
+RPC tracker. Records are appended to the JSON database as they are measured, so an interrupted
+run keeps them; `resume` skips tasks that have their trials and tops up the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.errors import UserError
+from tvm_conformer.paths import DEFAULT_CHECKPOINT, cache_dir
+from tvm_conformer.targets import DeviceTarget, load_target
+from tvm_conformer.tune import database as tdb
+from tvm_conformer.tune.tasks import Task, extract_tasks, select_tasks
+
+TRIALS_PER_ROUND = 32  # candidates built and measured between two cost-model updates
+FAILED_SECONDS = 1e9  # MetaSchedule's run time for a candidate that did not build or run
+
+
+@dataclass(frozen=True)
+class RPCDevice:
+    """A device behind a TVM RPC tracker: `key` at `tracker_host:tracker_port`."""
+
+    tracker_host: str
+    tracker_port: int
+    key: str
+    workers: int = 1  # devices measured in parallel (boards registered under `key`)
+
+
+def parse_tracker(text: str) -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port); UserError if malformed."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--tracker {text!r} is not HOST:PORT (e.g. 127.0.0.1:9190)")
+    return host, int(port)
+
+
+def _export(device: DeviceTarget, mod: tvm.runtime.Module) -> str:
+    """Links one candidate for `device` into a fresh directory: MetaSchedule deletes the
+    artifact's parent directory after measuring it."""
+    from tvm_conformer.build.link import export
+
+    path = Path(tempfile.mkdtemp(prefix="tvm-conformer-tune-")) / "lib.so"
+    export(mod, device, path)
+    return str(path)
+
+
+def make_builder(device: DeviceTarget) -> ms.builder.Builder:
+    return ms.builder.LocalBuilder(f_export=functools.partial(_export, device),
+                                   max_workers=os.cpu_count() or 1)
+
+
+def make_runner(rpc: RPCDevice | None) -> ms.runner.Runner:
+    """This machine's CPU, or the RPC device (one timed run per candidate: boards are slow)."""
+    if rpc is None:
+        return ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False))
+    return ms.runner.RPCRunner(
+        ms.runner.RPCConfig(rpc.tracker_host, rpc.tracker_port, rpc.key, session_timeout_sec=120),
+        evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0),
+        max_workers=rpc.workers,
+    )
+
+
+def runs_here(device: DeviceTarget) -> bool:
+    """Whether this machine can execute code built for `device`."""
+    triple = device.tvm_target.get("mtriple", "")
+    return device.family == "cpu" and (not triple or triple.split("-")[0] == platform.machine())
+
+
+def device_identity(device: DeviceTarget, rpc: RPCDevice | None) -> str:
+    """Which hardware measured the records: this CPU's model, or the RPC device."""
+    if rpc is None:
+        return f"{tdb.host_cpu()} ({platform.machine()})"
+    from tvm_conformer.rpc.tracker import request_device
+
+    session = request_device(rpc.tracker_host, rpc.tracker_port, rpc.key, progress=False)
+    try:
+        cpu = session.get_function("target.llvm_get_system_cpu")()
+    except (AttributeError, RuntimeError):  # a runtime-only server has no LLVM
+        cpu = "unknown cpu"
+    return f"RPC {rpc.key!r} at {rpc.tracker_host}:{rpc.tracker_port} ({cpu}, {device.name})"
+
+
+def _hand_schedule(rule: object, target: tvm.target.Target, sch: tvm.s_tir.Schedule):  # noqa: ANN202
+    return rule.apply(sch.mod["main"], target, True)
+
+
+def design_space(task: Task, rules: list, target: tvm.target.Target) -> ms.SpaceGenerator | str:
+    """MetaSchedule's own space, joined by the first hand-written rule that takes the kernel."""
+    func = task.mod["main"]
+    for rule in rules:
+        if rule.apply(func, target, True) is not None:
+            return ms.space_generator.SpaceGeneratorUnion([
+                ms.space_generator.PostOrderApply(),
+                ms.space_generator.ScheduleFn(functools.partial(_hand_schedule, rule, target)),
+            ])
+    return "post-order-apply"
+
+
+def _mean_seconds(result: ms.runner.RunnerResult) -> float:
+    if result.error_msg or not result.run_secs:
+        return FAILED_SECONDS
+    return sum(float(s) for s in result.run_secs) / len(result.run_secs)
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """Advances the task's and the session's progress bars as candidates are measured."""
+
+    def __init__(self, task_bar: object, total_bar: object) -> None:
+        self.task_bar, self.total_bar = task_bar, total_bar
+        self.best = FAILED_SECONDS
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,  # noqa: ANN001
+              runner_results) -> None:  # noqa: ANN001
+        self.best = min([self.best, *(_mean_seconds(r) for r in runner_results)])
+        if self.best < FAILED_SECONDS:
+            self.task_bar.set_postfix_str(f"best {self.best * 1e6:.1f} us")
+        self.task_bar.update(len(runner_results))
+        self.total_bar.update(len(runner_results))
+
+
+def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task]) -> dict[str, list[float]]:
+    """Measured run times (seconds) of every record of each task, failed ones as FAILED_SECONDS."""
+    records = db.get_all_tuning_records()
+    out: dict[str, list[float]] = {}
+    for task in tasks:
+        if not db.has_workload(task.mod):
+            out[task.name] = []
+            continue
+        wl = db.commit_workload(task.mod)
+        out[task.name] = [
+            sum(float(s) for s in r.run_secs) / len(r.run_secs) if r.run_secs else FAILED_SECONDS
+            for r in records if r.workload.same_as(wl)
+        ]
+    return out
+
+
+@contextlib.contextmanager
+def _measuring_threads(threads: int) -> Iterator[None]:
+    """TVM_NUM_THREADS for the runner's worker processes (they read it when they start)."""
+    old = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TVM_NUM_THREADS")
+        else:
+            os.environ["TVM_NUM_THREADS"] = old
+
+
+def _task_logger(log_dir: Path, task: Task) -> logging.Logger:
+    """MetaSchedule's per-task log, kept in the cache (not next to the committed database)."""
+    path = cache_dir() / "tune-logs" / log_dir.name / f"{task.name[:100]}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"tvm_conformer.tune.{log_dir.name}.{task.name[:100]}")
+    if not logger.handlers:
+        logger.addHandler(logging.FileHandler(path))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def _open_log_dir(log_dir: Path, resume: bool, model_hash: str, opts: PipelineOptions) -> dict | None:
+    """The existing manifest when resuming; UserError if the directory holds other records."""
+    manifest = tdb.read_manifest(log_dir)
+    has_records = (log_dir / tdb.RECORDS).is_file() and (log_dir / tdb.RECORDS).stat().st_size > 0
+    if not resume:
+        if has_records:
+            raise UserError(f"{log_dir} already holds tuning records: pass --resume to continue "
+                            "them, or choose another --log-dir")
+        return None
+    if manifest is None:
+        if has_records:
+            raise UserError(f"{log_dir} has records but no {tdb.MANIFEST}; choose another --log-dir")
+        return None
+    tdb.check_database(log_dir)
+    why = tdb.mismatch(manifest, model_hash, opts)
+    if why is not None:
+        raise UserError(f"cannot resume {log_dir}: {why}; choose another --log-dir")
+    return manifest
+
+
+def tune(
+    target: str | DeviceTarget = "host",
+    model: str | Path = DEFAULT_CHECKPOINT,
+    tasks: str = "depthwise",
+    trials: int = 64,
+    log_dir: str | Path | None = None,
+    rpc: RPCDevice | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+    opts: PipelineOptions | None = None,
+    frontend: str = "torch",
+    progress: bool = True,
+    seed: int | None = None,
+) -> dict:
+    """Tunes the tasks `tasks` (a group or a regex) of `model` for `target` with `trials`
+    measured candidates each, into `log_dir` (default `tuning_logs/<target>`); returns the
+    manifest. On the host `threads` (default the target's) sizes the measuring thread pool."""
+    from tqdm import tqdm
+
+    from tvm_conformer.build.artifact import sha256_file
+    from tvm_conformer.build.schedule_rules import project_rules
+    from tvm_conformer.model import load_checkpoint
+
+    device = load_target(target) if isinstance(target, str) else target
+    opts = opts or PipelineOptions(family=device.family)
+    if trials < 1:
+        raise UserError("--trials must be at least 1")
+    if rpc is None and not runs_here(device):
+        raise UserError(f"code for {device.name} cannot run on this {platform.machine()} machine: "
+                        "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
+    threads = threads or device.threads
+    log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
+    asr, _ = load_checkpoint(model)
+    manifest = _open_log_dir(log_dir, resume, asr.cfg.hash(), opts)
+    chosen = select_tasks(extract_tasks(model, device, opts, frontend), tasks)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if manifest is None:
+        model_info = {"config_hash": asr.cfg.hash(), "config": asr.cfg.to_dict(),
+                      "checkpoint": str(model), "checkpoint_sha256": sha256_file(model)}
+        runner_name = f"rpc:{rpc.key}" if rpc else "local"
+        manifest = tdb.new_manifest(device, device_identity(device, rpc), model_info, opts,
+                                    threads, runner_name)
+
+    db = ms.database.JSONDatabase(work_dir=str(log_dir))
+    done = records_per_task(db, chosen)
+    todo = [t for t in chosen
+            if len(done[t.name]) < trials and not manifest["tasks"].get(t.name, {}).get("exhausted")]
+    target_tvm = device.tvm()
+    rules = project_rules(device.family)
+    builder, runner = make_builder(device), make_runner(rpc)
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1)
+    session = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tasks": tasks,
+               "trials_per_task": trials, "threads": threads, "trials": 0, "wall_seconds": 0.0}
+    manifest["sessions"].append(session)
+    start = time.time()
+    total = tqdm(total=sum(trials - len(done[t.name]) for t in todo), desc="all tasks",
+                 unit="trial", position=0, disable=not progress)
+
+    def record(task: Task, finished: bool) -> None:
+        times = records_per_task(db, [task])[task.name]
+        entry = manifest["tasks"].setdefault(task.name, {"weight": task.weight,
+                                                         "groups": sorted(task.groups)})
+        before = entry.get("records", 0)
+        entry["records"] = len(times)
+        entry["best_us"] = round(min(times) * 1e6, 3) if times and min(times) < FAILED_SECONDS else None
+        # the search space ran dry before `trials`: resuming would find nothing new
+        entry["exhausted"] = finished and len(times) < trials
+        session["trials"] += len(times) - before
+        session["wall_seconds"] = round(time.time() - start, 1)
+        tdb.write_manifest(log_dir, manifest)
+
+    finished: set[str] = set()
+    try:
+        with _measuring_threads(threads):
+            for i, task in enumerate(todo):
+                remaining = trials - len(done[task.name])
+                bar = tqdm(total=remaining, desc=f"[{i + 1}/{len(todo)}] {task.name[:40]}",
+                           unit="trial", position=1, leave=False, disable=not progress)
+                ctx = ms.TuneContext(
+                    mod=task.mod, target=target_tvm,
+                    space_generator=design_space(task, rules, target_tvm),
+                    search_strategy=ms.search_strategy.EvolutionarySearch(),
+                    task_name=task.name, logger=_task_logger(log_dir, task),
+                    rand_state=-1 if seed is None else seed, num_threads=os.cpu_count() or 1,
+                ).clone()
+                try:
+                    ms.tune_tasks(
+                        tasks=[ctx], task_weights=[1.0], work_dir=str(log_dir),
+                        max_trials_global=remaining, max_trials_per_task=remaining,
+                        num_trials_per_iter=min(remaining, TRIALS_PER_ROUND),
+                        builder=builder, runner=runner, database=db, cost_model=cost_model,
+                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                           _Progress(bar, total)],
+                        task_scheduler="round-robin",
+                    )
+                finally:
+                    bar.close()
+                record(task, finished=True)
+                finished.add(task.name)
+    finally:
+        # also on Ctrl-C: what the interrupted task measured is in the database already
+        for task in chosen:
+            if task.name not in finished and (task in todo or task.name not in manifest["tasks"]):
+                record(task, finished=False)
+        total.close()
+    return manifest
