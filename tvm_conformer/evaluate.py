@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from tvm_conformer.audio.wav import load_audio
 from tvm_conformer.runtime.backend import StepBackend
-from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+from tvm_conformer.runtime.load import make_recognizer
+from tvm_conformer.runtime.recognizer import transcribe_samples
 
 
 def read_manifest(data_dir: str | Path, split: str, limit: int | None = None) -> list[dict]:
@@ -22,10 +23,10 @@ def read_manifest(data_dir: str | Path, split: str, limit: int | None = None) ->
 
 def evaluate_split(
     backend: StepBackend, data_dir: str | Path, split: str, decoding: str = "greedy",
-    limit: int | None = None, progress: bool = True,
+    limit: int | None = None, progress: bool = True, model: str | Path | None = None,
 ) -> dict:
     """Streams every recording of the split and returns WER, RTF and the transcripts."""
-    rec = OnlineRecognizer(backend, decoding=decoding)
+    rec = make_recognizer(backend, decoding, model)
     refs, hyps, compute, audio = [], [], 0.0, 0.0
     rows = read_manifest(data_dir, split, limit)
     for row in tqdm(rows, desc=f"{backend.name} {split}", disable=not progress):

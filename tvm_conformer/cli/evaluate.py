@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "tvm"])
     p.add_argument("--model", help=f"checkpoint (.pt; default: {DEFAULT_CHECKPOINT.name})")
     p.add_argument("--artifact")
-    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam", "rescore"],
+                   help="greedy CTC, CTC prefix beam search, or beam + attention rescoring (host)")
     p.add_argument("--limit", type=int, help="first N utterances only")
     p.add_argument("--json", help="write the full results (with transcripts) here")
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.model, args.artifact)
     results = []
     for split in args.split or ["test", "test_heldout_voices"]:
-        r = evaluate_split(backend, args.data, split, args.decoding, args.limit)
+        r = evaluate_split(backend, args.data, split, args.decoding, args.limit, model=args.model)
         results.append(r)
         print(f"{split:22s} {backend.name:6s} WER {100 * r['wer']:6.2f}%  "
               f"({r['utterances']} utts, {r['audio_seconds']:.0f} s audio, RTF {r['rtf']:.3f})")

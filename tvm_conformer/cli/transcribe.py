@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "compile for the host on first use, cached)")
     p.add_argument("--rpc-key", help="run the step on a device registered under this key")
     p.add_argument("--tracker", default="127.0.0.1:9190", help="RPC tracker HOST:PORT")
-    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam", "rescore"],
+                   help="greedy CTC, CTC prefix beam search, or beam + attention rescoring (host)")
     p.add_argument("--threads", type=int, help="threads for the step (default: the backend's)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per file: text, audio_seconds, rtf, ...")
@@ -28,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tvm_conformer.audio.wav import load_audio
-    from tvm_conformer.runtime.load import make_backend
-    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+    from tvm_conformer.runtime.load import make_backend, make_recognizer
+    from tvm_conformer.runtime.recognizer import transcribe_samples
 
     if args.rpc_key:
         from tvm_conformer.rpc.runner import make_rpc_backend
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         backend = make_rpc_backend(args.artifact, args.rpc_key, args.tracker)
     else:
         backend = make_backend(args.backend, args.model, args.artifact, args.threads)
-    rec = OnlineRecognizer(backend, decoding=args.decoding)
+    rec = make_recognizer(backend, args.decoding, args.model)
     for path in args.files:
         samples, sr = load_audio(path)
         tr = transcribe_samples(rec, samples, sr)

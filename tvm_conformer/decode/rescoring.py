@@ -20,5 +20,5 @@ def attention_rescore(
     if not nbest:
         return []
     att = decoder.score(encoder_out, [h for h, _ in nbest])
-    scores = [ctc_weight * c + (1.0 - ctc_weight) * float(a) for (_, c), a in zip(nbest, att)]
+    scores = [ctc_weight * c + (1.0 - ctc_weight) * float(a) for (_, c), a in zip(nbest, att, strict=True)]
     return nbest[max(range(len(nbest)), key=scores.__getitem__)][0]

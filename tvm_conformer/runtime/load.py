@@ -31,3 +31,11 @@ def make_backend(
             return TVMBackend.load(artifact, threads=threads, expect_model=model)
         return TVMBackend.load(host_artifact(model or DEFAULT_CHECKPOINT), threads=threads)
     raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def make_recognizer(backend: StepBackend, decoding: str = "greedy", model: str | Path | None = None):  # noqa: ANN201
+    """An OnlineRecognizer; `rescore` decoding loads the checkpoint's attention decoder."""
+    from tvm_conformer.runtime.recognizer import OnlineRecognizer
+
+    rescorer = load_checkpoint(model or DEFAULT_CHECKPOINT)[0] if decoding == "rescore" else None
+    return OnlineRecognizer(backend, decoding=decoding, rescorer=rescorer)

@@ -55,14 +55,26 @@ class Stream:
         return self.samples_seen / SAMPLE_RATE
 
 
+DECODINGS = ("greedy", "beam", "rescore")
+
+
 class OnlineRecognizer:
-    def __init__(self, backend: StepBackend, decoding: str = "greedy", beam: int = 8) -> None:
-        if decoding not in ("greedy", "beam"):
-            raise ValueError("decoding must be 'greedy' or 'beam'")
+    """`decoding`: greedy CTC, CTC prefix beam search, or beam search whose n-best the
+    checkpoint's attention decoder rescores on the host (`rescorer`: a ConformerASR with a
+    decoder; its encoder recomputes the utterance with the chunk mask, which equals the stream)."""
+
+    def __init__(
+        self, backend: StepBackend, decoding: str = "greedy", beam: int = 8, rescorer=None  # noqa: ANN001
+    ) -> None:
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}")
+        if decoding == "rescore" and (rescorer is None or rescorer.decoder is None):
+            raise ValueError("rescore decoding needs a checkpoint with an attention decoder")
         self.backend = backend
         self.cfg = backend.config
         self.decoding = decoding
         self.beam = beam
+        self.rescorer = rescorer
         self.tokenizer = CharTokenizer()
 
     def create_stream(self) -> Stream:
@@ -111,11 +123,20 @@ class OnlineRecognizer:
 
     def get_result(self, s: Stream) -> str:
         lp = self.all_log_probs(s)
-        if self.decoding == "beam" and len(lp):
-            tokens = ctc_prefix_beam_search(lp, self.beam)[0][0]
-        else:
-            tokens = ctc_greedy(lp)
-        return self.tokenizer.decode(tokens)
+        if self.decoding == "greedy" or not len(lp):
+            return self.tokenizer.decode(ctc_greedy(lp))
+        nbest = ctc_prefix_beam_search(lp, self.beam)
+        if self.decoding == "beam":
+            return self.tokenizer.decode(nbest[0][0])
+        import torch
+
+        from tvm_conformer.decode.rescoring import attention_rescore
+
+        n = s.fbank.num_frames_ready
+        feats = torch.from_numpy(s.fbank.get_frames(0, n))[None]
+        with torch.no_grad():
+            enc, _ = self.rescorer.encoder(feats, torch.tensor([n]))
+        return self.tokenizer.decode(attention_rescore(self.rescorer.decoder, enc, nbest))
 
 
 @dataclass

@@ -96,10 +96,9 @@ def host_artifact(model: str | Path) -> Path:
     """The cached host build of `model`, compiled on first use (with a visible message)."""
     import tvm
 
+    from tvm_conformer import __version__
     from tvm_conformer.build.artifact import sha256_file
     from tvm_conformer.build.compile import compile_artifact
-
-    from tvm_conformer import __version__
     from tvm_conformer.paths import SCHEDULES_DIR, TUNING_LOGS_DIR
 
     # what the host build depends on besides the checkpoint: versions, rules, the host database
