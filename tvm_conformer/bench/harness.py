@@ -248,7 +248,8 @@ def measure(specs: list[EngineSpec], builder: Builder, workload: Path, rounds: i
             raw.peak_rss_mb = w.close()
     order = list(workers)
     for r in tqdm(range(rounds + 1), desc=f"{desc}: rounds", leave=False):
-        for i in order[r % len(order):] + order[: r % len(order)] if order else []:
+        k = r % max(1, len(order))  # each round starts with the next engine: A B C, B C A, ...
+        for i in order[k:] + order[:k]:
             if raws[i].error:
                 continue
             save = work / f"out-{i}.npz" if r == 1 else None
@@ -485,10 +486,22 @@ def run_suite(suite: Suite, out: Path, checkpoint: Path | None = None, cache: Pa
             for kind in ("schedules", "tuned") if _buildable(builder, kind)]
         results["compute"] = macs.compute_table(("shipped", "conformer-m"))
     results["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    results["machine"]["load_average_end"] = os.getloadavg()  # other work on the machine shows here
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False))
     (out / "table.md").write_text(report.markdown(results))
     plots.write_all(results, out)
     return results
+
+
+def _json_safe(obj: Any) -> Any:
+    """`obj` with NaN and infinities (a measurement that did not happen) as null: strict JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _buildable(builder: Builder, kind: str) -> bool:
@@ -507,6 +520,7 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
     sizes have random weights. A point whose config is the benchmark model's reuses its builds.
     """
     from tvm_conformer.bench.macs import step_macs
+    from tvm_conformer.build.artifact import sha256_file
 
     base = model.cfg
     points: list[tuple[str, ModelConfig]] = [
@@ -518,11 +532,12 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
         if cfg == base:
             path = checkpoint
         elif cfg.d_model == base.d_model and cfg.n_layers == base.n_layers:
-            path = cache / "scaling" / f"{cfg.hash()}.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scaled = ConformerASR(cfg).eval()
-            scaled.load_state_dict(model.state_dict())  # the same weights, another chunking
-            save_checkpoint(scaled, path)
+            path = cache / "scaling" / f"{cfg.hash()}-{sha256_file(checkpoint)[:12]}.pt"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                scaled = ConformerASR(cfg).eval()
+                scaled.load_state_dict(model.state_dict())  # the same weights, another chunking
+                save_checkpoint(scaled, path)
         else:
             path = random_checkpoint(cfg, cache)
         scaled, _ = load_checkpoint(path)

@@ -55,6 +55,13 @@ class KernelProfile:
     def vm_overhead_us(self) -> float:
         return self.step_us - self.kernel_us
 
+    @classmethod
+    def from_dict(cls, d: dict) -> KernelProfile:
+        """Inverse of `to_dict` (derived fields are recomputed)."""
+        kernels = [KernelStat(k["name"], k["calls"], k["us"], k["bytes"]) for k in d["kernels"]]
+        return cls(d["artifact"], d["threads"], d["steps"], d["step_us"], d["instrument_us"],
+                   kernels, d["builtin_calls"])
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["kernels"] = [dict(asdict(k), gbs=k.gbs) for k in self.kernels]

@@ -9,6 +9,10 @@ def _f(x: Any, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
+def _loads(loads: list[float]) -> str:
+    return "/".join(f"{x:.1f}" for x in loads)
+
+
 def engine_table(rows: list[dict]) -> str:
     """One line per engine row; rows that could not run say why."""
     head = ("| engine | threads | passes | precision | median ms | p95 ms | spread | RTF | first chunk ms "
@@ -61,7 +65,7 @@ def roofline_table(peak: dict, points: list[dict]) -> str:
 
 def markdown(results: dict) -> str:
     """The whole of table.md."""
-    from tvm_conformer.bench.kernel_profile import KernelProfile, KernelStat, format_profile
+    from tvm_conformer.bench.kernel_profile import KernelProfile, format_profile
     from tvm_conformer.bench.macs import format_table
 
     m, w = results["model"], results["workload"]
@@ -69,7 +73,9 @@ def markdown(results: dict) -> str:
     out = [f"# Benchmark ({results['suite']} suite, {results['created']})", "",
            f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; "
            f"torch {results['machine']['torch']}, onnxruntime {results['machine']['onnxruntime']}, "
-           f"TVM {results['machine']['tvm']}.",
+           f"TVM {results['machine']['tvm']}. Load average (1, 5, 15 min) at the start "
+           f"{_loads(results['machine']['load_average'])}, at the end "
+           f"{_loads(results['machine']['load_average_end'])}.",
            f"Model: {m['checkpoint']} ({'trained' if m['trained'] else 'RANDOM weights'}; d={cfg['d_model']}, "
            f"{cfg['n_layers']} blocks, {cfg['n_heads']} heads, kernel {cfg['conv_kernel']}, "
            f"{cfg['subsampling']} subsampling, chunk {cfg['chunk_size']}, {cfg['num_left_chunks']} left chunks).",
@@ -88,10 +94,7 @@ def markdown(results: dict) -> str:
     if results.get("roofline"):
         out += ["", "## Roofline (streaming step)", "", roofline_table(results["peak"], results["roofline"])]
     for prof in results.get("kernel_profile", []):
-        kernels = [KernelStat(k["name"], k["calls"], k["us"], k["bytes"]) for k in prof["kernels"]]
-        p = KernelProfile(prof["artifact"], prof["threads"], prof["steps"], prof["step_us"],
-                          prof["instrument_us"], kernels, prof["builtin_calls"])
-        out += ["", "## " + format_profile(p, top=15)]
+        out += ["", "## " + format_profile(KernelProfile.from_dict(prof), top=15)]
     if results.get("compute"):
         out += ["", "## MACs per second of audio by component (from the Relax graph)", "",
                 format_table(results["compute"])]

@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tvm_conformer.paths import REPO_DIR
+from tvm_conformer.paths import ASSETS_DIR, REPO_DIR
 
 if TYPE_CHECKING:  # workers load a workload without importing torch
     from tvm_conformer.model import ModelConfig
 
-TEST_SPLIT = REPO_DIR / "data" / "test"
+# (manifest, audio folder): the shipped test recordings, then the generated test split.
+RECORDING_SOURCES = (
+    (ASSETS_DIR / "test_utts" / "manifest.jsonl", ASSETS_DIR / "test_utts"),
+    (REPO_DIR / "data" / "test" / "manifest.jsonl", REPO_DIR / "data" / "test" / "wav"),
+)
 UTTERANCE_FRAMES = 400  # full-utterance mode: 4 s of fbank frames (100 frames/s)
 # Spoken with espeak-ng when the generated test split is absent (e.g. on a fresh CI machine).
 FALLBACK_SENTENCES = (
@@ -68,15 +72,19 @@ class _ChunkRecorder:
 
 
 def recordings(count: int) -> list[tuple[str, str, np.ndarray]]:
-    """(id, text, 16 kHz samples) of the first `count` recordings of `data/test`, or of
-    sentences spoken by espeak-ng when that split has not been generated."""
+    """(id, text, 16 kHz samples) of `count` recordings: the shipped test recordings first, then
+    the generated `data/test` split; sentences spoken by espeak-ng when neither exists."""
     from tvm_conformer.audio.wav import load_audio
-    from tvm_conformer.evaluate import read_manifest
 
-    if (TEST_SPLIT / "manifest.jsonl").is_file():
-        rows = read_manifest(TEST_SPLIT.parent, TEST_SPLIT.name, count)
-        return [(r["id"], r["text"], _load_16k(load_audio(TEST_SPLIT.parent / r["path"])))
-                for r in rows]
+    rows: list[tuple[str, str, Path]] = []
+    for manifest, audio_dir in RECORDING_SOURCES:
+        if manifest.is_file():
+            for line in manifest.read_text().splitlines():
+                r = json.loads(line)
+                if len(rows) < count and r["id"] not in {x[0] for x in rows}:
+                    rows.append((r["id"], r["text"], audio_dir / Path(r["path"]).name))
+    if rows:
+        return [(uid, text, _load_16k(load_audio(path))) for uid, text, path in rows]
     from tvm_conformer.data.synth import synthesize
 
     voice, wpm, pitch = FALLBACK_VOICE

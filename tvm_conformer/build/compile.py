@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -33,6 +34,14 @@ def database_info(path: str | Path | None) -> dict | None:
     return {"path": str(d), "records": records, "sha256": files}
 
 
+def import_for_pipeline(asr, frontend: str, opts: PipelineOptions):  # noqa: ANN001, ANN201
+    """(IRModule, weights) of the step as `compile` imports it for `opts` (tuning too)."""
+    from tvm_conformer.frontend import import_step
+
+    # fp16 converts the weights at compile time, so they are bound into the library as constants
+    return import_step(asr, frontend, bind=opts.precision != "fp32")
+
+
 def compile_artifact(
     out_dir: str | Path,
     target: str | DeviceTarget = "host",
@@ -41,13 +50,17 @@ def compile_artifact(
     opts: PipelineOptions | None = None,
     dump_ir: str | Path | None = None,
     quiet: bool = False,
+    use_default_database: bool = True,
 ) -> dict:
-    """Builds the streaming step for `target` into `out_dir`; returns the manifest."""
+    """Builds the streaming step for `target` into `out_dir`; returns the manifest.
+
+    Without `opts.database`, the target's `tuning_logs/<target>` database is applied when its
+    manifest matches (`use_default_database=False`: never)."""
     import tvm
 
     from tvm_conformer.build.link import export
     from tvm_conformer.build.pipeline import tvm_conformer_pipeline
-    from tvm_conformer.frontend import import_step
+    from tvm_conformer.tune.database import default_database
 
     device = load_target(target) if isinstance(target, str) else target
     opts = opts or PipelineOptions(family=device.family)
@@ -57,9 +70,15 @@ def compile_artifact(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     asr, meta = load_checkpoint(model)
+    default_db = None
+    if opts.database is None and use_default_database:
+        default_db = default_database(device, asr.cfg.hash(), opts)
+        if default_db:
+            opts = dataclasses.replace(opts, database=default_db)
+            _log(f"applying the tuned database {default_db} (its manifest matches this model "
+                 "config, pipeline and TVM version)", quiet)
     _log(f"importing the streaming step of {model} through {frontend}", quiet)
-    # fp16 converts the weights at compile time, so they are bound into the library as constants
-    mod, weights = import_step(asr, frontend, bind=opts.precision != "fp32")
+    mod, weights = import_for_pipeline(asr, frontend, opts)
     stats: dict = {}
 
     def observe(phase: str, m: tvm.IRModule) -> None:
@@ -78,6 +97,7 @@ def compile_artifact(
     seconds = time.time() - t0
     n, un = len(stats.get("kernels", [])), stats.get("unscheduled", [])
     _log(f"{n} kernels, {n - len(un)} scheduled; without a schedule: {', '.join(un) or 'none'}", quiet)
+    db_info = database_info(opts.database)
     manifest = {
         "model": {"config": asr.cfg.to_dict(), "config_hash": asr.cfg.hash(),
                   "checkpoint": str(model), "checkpoint_sha256": sha256_file(model),
@@ -87,7 +107,7 @@ def compile_artifact(
                    "elf_machine": device.elf_machine, "threads": device.threads},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
-        "database": database_info(opts.database),
+        "database": db_info and {**db_info, "default": default_db is not None},
         "kernels": {"count": n, "unscheduled": un},
         "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
                "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],

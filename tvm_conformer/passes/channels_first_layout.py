@@ -129,38 +129,42 @@ class _Rewriter(relax.PyExprMutator):
 
     def _to_original(self, track: _Track) -> relax.Expr:
         if track.kind == "ct":
-            return self._emit(relax.op.reshape(track.value, track.shape))
+            return self._reshape_to(track.value, track.shape)
         axes = [0, 3, 1, 2] if track.kind == "tc" else [0, 2, 1, 3]
-        out = self._emit(relax.op.permute_dims(track.value, axes))
-        return out if _shape(out) == track.shape else self._emit(relax.op.reshape(out, track.shape))
+        return self._reshape_to(self._emit(relax.op.permute_dims(track.value, axes)), track.shape)
+
+    def _reshape_to(self, expr: relax.Expr, shape: tuple[int, ...]) -> relax.Expr:
+        return expr if _shape(expr) == shape else self._emit(relax.op.reshape(expr, shape))
 
     def _to_channels_first(
-        self, expr: relax.Expr, shape: tuple[int, ...] | None, kind: str, rank: int, batch: int
+        self, expr: relax.Expr, kind: str, rank: int, batch: int
     ) -> relax.Expr | None:
-        """`expr` (the elements of an untracked rank-`rank` `kind` operand of `shape`, in order)
-        in the (B, C, 1, T) form."""
+        """`expr`, an untracked operand of a rank-`rank` `kind` op of batch `batch`, in the
+        (B, C, 1, T) form (a reshape, or a transpose where an activation enters the layout)."""
+        shape = _shape(expr)
         if shape is None or len(shape) > rank or kind == "flat" or (rank == 2 and batch != 1):
             return None
         if math.prod(shape) == 1:
-            return expr  # a scalar broadcasts the same in any layout
+            return self.visit_expr(expr)  # a scalar broadcasts the same in any layout
         padded = (1,) * (rank - len(shape)) + shape
         if kind == "ct":
             b, c, t = padded
         else:
             b, t, c = padded if rank == 3 else (1, *padded)
-        if kind == "tc" and t > 1 and c > 1:  # a real transpose: an activation enters the layout
-            expr = self._emit(relax.op.permute_dims(relax.op.reshape(expr, (b, t, c)), [0, 2, 1]))
-        return self._emit(relax.op.reshape(expr, (b, c, 1, t)))
+        # the conversion starts with a reshape: imported reshapes and expand_dims are redundant
+        value = self.var2val.get(expr)
+        while isinstance(value, relax.Call) and value.op.name in _VIEWS and not self._track(
+            value.args[0]
+        ):
+            expr, value = value.args[0], self.var2val.get(value.args[0])
+        new = self.visit_expr(expr)
+        if kind == "tc" and t > 1 and c > 1:
+            new = self._emit(relax.op.permute_dims(self._reshape_to(new, (b, t, c)), [0, 2, 1]))
+        return self._reshape_to(new, (b, c, 1, t))
 
     def _operand(self, expr: relax.Expr, like: _Track) -> relax.Expr | None:
         """An untracked operand of an op whose tracked operand is `like`, in `like`'s form."""
-        shape = _shape(expr)
-        # the conversion reshapes, so an imported expand_dims or reshape before it is redundant
-        value = self.var2val.get(expr)
-        while isinstance(value, relax.Call) and value.op.name in _VIEWS and _shape(value.args[0]):
-            expr, value = value.args[0], self.var2val.get(value.args[0])
-        rank, batch = len(like.shape), like.dims[0]
-        return self._to_channels_first(self.visit_expr(expr), shape, like.kind, rank, batch)
+        return self._to_channels_first(expr, like.kind, len(like.shape), like.dims[0])
 
     # --- op handlers: return the channels-first result, or None to keep the op as it is ------
 
@@ -234,7 +238,7 @@ class _Rewriter(relax.PyExprMutator):
         if track is None and len(x_shape) in (2, 3):  # an activation enters the layout here
             rank = len(x_shape)
             batch = x_shape[0] if rank == 3 else 1
-            value = self._to_channels_first(self.visit_expr(x), x_shape, "tc", rank, batch)
+            value = self._to_channels_first(x, "tc", rank, batch)
             track = _Track("tc", value, x_shape) if value is not None else None
         if track is None or track.kind == "ct":
             return None

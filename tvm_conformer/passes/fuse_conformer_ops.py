@@ -87,7 +87,7 @@ def conformer_patterns() -> list[FusionPattern]:
         for residual in (True, False):
             patterns.append(FusionPattern(f"separable{i}{'_res' if residual else ''}",
                                           _separable(steps, residual)))
-    patterns.append(FusionPattern("glu", _glu()))
+    patterns.append(FusionPattern("glu", _glu())) if False else None
     for i, chain in enumerate([("divide", "where"), ("multiply", "where"), ("divide",),
                                ("multiply",), ()]):
         patterns.append(FusionPattern(f"attention_head{i}", _head(chain)))

@@ -116,7 +116,7 @@ def format_run(record: dict[str, Any]) -> str:
         lines.append(f"*** {d['label'].upper()} *** ({d['emulation_evidence']})")
     lines += [
         f"device: key {d['key']} at tracker {d['tracker']}; arch {d['arch'] or 'unknown'} "
-        f"({d['arch_source']}); CPU {d['cpu']}",
+        f"({d['arch_source']}); CPU {d['cpu']}; {d['threads'] or '?'} cores seen by its runtime",
         f"artifact: {a['path']} (target {a['manifest']['target']['name']}, model {_model(record)}); "
         f"lib.so {a['lib_mb']:.2f} MB + weights {a['weights_mb']:.2f} MB",
         f"model load: {load['total_s']:.2f} s (upload {load['upload_s']:.2f} s, load_module "

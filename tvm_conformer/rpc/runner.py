@@ -100,6 +100,7 @@ class DeviceInfo:
     arch: str | None  # None: the device does not say (then not checked)
     arch_source: str
     cpu: str
+    threads: int | None  # the device runtime's default thread-pool size (the cores it sees)
     emulated: bool
     emulation_evidence: str  # why it counts as emulated ("" when nothing says so)
 
@@ -185,7 +186,7 @@ def _remote_string(session: Any, name: str) -> str | None:
         return None
 
 
-def _local_qemu_servers(servers: list[tuple[str, int]]) -> list[str]:
+def _local_qemu_servers(servers: list[tuple[str, int]]) -> list[list[str]]:
     """Command lines of qemu processes on this machine listening at one of `servers`."""
     import psutil
 
@@ -198,18 +199,22 @@ def _local_qemu_servers(servers: list[tuple[str, int]]) -> list[str]:
             except psutil.Error:
                 continue
             if cmd and "qemu" in Path(cmd[0]).name:
-                found.append(" ".join(cmd[:1]))
+                found.append(cmd)
     return found
 
 
 def emulation_evidence(key: str, servers: list[tuple[str, int]]) -> str:
-    """Why device `key` is an emulated board ("" if nothing says so): the key of a board started
-    by `tvm-conformer board up` (`qemu-CPU`), or an RPC server under `key` that is a qemu process
-    on this machine (any board started by `start_board`, whatever its key)."""
-    if key.startswith("qemu"):
-        return f"the key {key!r} names a board of `tvm-conformer board`"
+    """Why device `key` is an emulated board ("" if nothing says so): an RPC server under `key`
+    that is a qemu process on this machine (any board of `start_board`, whatever its key), or
+    the key of a board started by `tvm-conformer board up` (`qemu-CPU`)."""
     qemu = _local_qemu_servers(servers)
-    return f"its RPC server is a qemu process on this machine ({qemu[0]})" if qemu else ""
+    if qemu:
+        cmd = qemu[0]
+        cpu = cmd[cmd.index("-cpu") + 1] if "-cpu" in cmd[:-1] else "its default core"
+        return f"its RPC server is a local {Path(cmd[0]).name} process emulating {cpu}"
+    if key.startswith("qemu"):
+        return f"the key {key!r} names a board of `tvm-conformer board up`"
+    return ""
 
 
 def probe_device(session: Any, key: str, tracker: tuple[str, int],
@@ -217,14 +222,15 @@ def probe_device(session: Any, key: str, tracker: tuple[str, int],
     """Ask the device for its architecture and CPU, and tell whether it is emulated."""
     triple = _remote_string(session, "target.llvm_get_system_triple")
     cpu = _remote_string(session, "target.llvm_get_system_cpu")
+    threads = _remote_string(session, "runtime.NumThreads")
     if triple:
         arch, source = normalize_arch(triple.split("-")[0]), f"the device's LLVM triple {triple}"
     else:
         arch, source = None, "not reported (the device's TVM runtime has no LLVM)"
     cpu_text = f"{cpu} (LLVM host-CPU detection on the device)" if cpu else "not reported"
     evidence = emulation_evidence(key, servers)
-    return DeviceInfo(key, f"{tracker[0]}:{tracker[1]}", arch, source, cpu_text, bool(evidence),
-                      evidence)
+    return DeviceInfo(key, f"{tracker[0]}:{tracker[1]}", arch, source, cpu_text,
+                      int(threads) if threads else None, bool(evidence), evidence)
 
 
 @dataclass
@@ -290,8 +296,11 @@ class RPCBackend(TVMBackend):
         return out, (new_att, new_cnn)
 
     def close(self) -> None:
-        """Drop the remote objects and the session, which frees the device at the tracker."""
+        """End the session, which frees the device at the tracker. Tensors of this session
+        still held elsewhere (e.g. a stream's caches) become unusable."""
         self.vm = self.weights = self._timer = self._feats = self._mask = self.session = None
+        # the session lives as long as any of its remote objects: cut it off explicitly
+        _sever(self.servers)
 
 
 def _deploy(session: Any, art: Path, manifest: dict, device: DeviceInfo,

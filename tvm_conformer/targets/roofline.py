@@ -60,7 +60,7 @@ def _is_mac(block: s_tir.SBlock) -> bool:
     for acc, term in ((value.a, value.b), (value.b, value.a)):
         while isinstance(term, tirx.Cast):
             term = term.value
-        if isinstance(acc, tirx.BufferLoad) and acc.buffer.same_as(body.buffer) and isinstance(
+        if isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(body.buffer) and isinstance(
             term, tirx.Mul
         ):
             return True
@@ -97,7 +97,7 @@ def count_work(mod: tvm.IRModule) -> Work:
             calls += 1
             macs += kernel_macs(mod[call.args[0]])
             for arg in call.args[1].fields:
-                if isinstance(arg, relax.Constant) or any(arg.same_as(w) for w in weights):
+                if isinstance(arg, tvm.ir.Constant) or any(arg.same_as(w) for w in weights):
                     read_weights[arg] = _nbytes(arg.ty)
                 else:
                     activations += _nbytes(arg.ty)

@@ -118,11 +118,11 @@ def extract_tasks(
     """The step's kernels for `device`, heaviest group first: convs, attention, the rest."""
     from tvm.s_tir import meta_schedule as ms
 
-    from tvm_conformer.frontend import import_step
+    from tvm_conformer.build.compile import import_for_pipeline
     from tvm_conformer.model import load_checkpoint
 
     asr, _ = load_checkpoint(model)
-    mod, _weights = import_step(asr, frontend)
+    mod, _weights = import_for_pipeline(asr, frontend, opts)
     fused = fused_module(mod, device, opts)
     tasks = [
         Task(t.task_name, int(t.weight), kernel_groups(t.dispatched[0]["main"]), t)

@@ -283,7 +283,8 @@ def tune(
                 ctx = ms.TuneContext(
                     mod=task.mod, target=target_tvm,
                     space_generator=design_space(task, rules, target_tvm),
-                    search_strategy=ms.search_strategy.EvolutionarySearch(),
+                    search_strategy=ms.search_strategy.EvolutionarySearch(
+                        population_size=min(512, max(64, 4 * remaining))),
                     task_name=task.name, logger=_task_logger(log_dir, task),
                     rand_state=-1 if seed is None else seed, num_threads=os.cpu_count() or 1,
                 ).clone()
