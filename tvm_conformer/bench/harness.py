@@ -543,8 +543,10 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
         scaled, _ = load_checkpoint(path)
         macs = step_macs(cfg)["total"]
         group = [replace(s, threads=1) for s in SCALING_ENGINES]
-        for row in run_group(group, Builder(cache, path, scaled), make_workload(cfg, recordings),
-                             rounds, work, f"scaling {name}"):
+        measured = run_group(group, Builder(cache, path, scaled), make_workload(cfg, recordings),
+                             rounds, work, f"scaling {name}")
+        ratios_to_ort(measured)
+        for row in measured:
             row.pop("latencies_ms", None)
             rows.append({"point": name, "chunk_size": cfg.chunk_size, "d_model": cfg.d_model,
                          "n_layers": cfg.n_layers, "step_macs": macs, **row})

@@ -20,8 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--init", help="continue from this checkpoint (fresh optimizer)")
     p.add_argument("--start-step", type=int, default=0, help="with --init: LR schedule step")
+    p.add_argument("--chunk-choices", default="4,8,16,16,32,-1",
+                   help="dynamic chunk training: chunk sizes drawn per batch (-1 = full context)")
+    p.add_argument("--left-choices", default="1,2,4,4,-1", help="left chunks drawn per batch (-1 = all)")
     p.add_argument("--model-config", default="{}",
                    help='JSON overrides of ModelConfig, e.g. \'{"n_layers": 4}\'')
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data, out=args.out, subsampling=args.subsampling, seed=args.seed,
         threads=args.threads, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
         ctc_weight=args.ctc_weight, lr=args.lr, model=json.loads(args.model_config), init=args.init, start_step=args.start_step,
+        chunk_choices=_ints(args.chunk_choices), left_choices=_ints(args.left_choices),
     )
     result = train(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))

@@ -22,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-dir", help="database directory (default: tuning_logs/TARGET)")
     p.add_argument("--resume", action="store_true",
                    help="continue the database: skip kernels that have their trials")
-    p.add_argument("--rpc-key", help="measure on the device registered under this key")
+    p.add_argument("--trials-per-round", type=int, default=32,
+                   help="candidates measured between two cost-model updates (default: 32)")
+    p.add_argument("--rpc-key", help="measure on the device registered under this key "
+                                     "(default for targets that do not run here: the target's)")
     p.add_argument("--tracker", default="127.0.0.1:9190", help="RPC tracker HOST:PORT")
     p.add_argument("--rpc-workers", type=int, default=1,
                    help="devices with --rpc-key measured in parallel (default: 1)")
@@ -44,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
         rep = report(args.target, args.model, args.log_dir, args.recording, args.threads)
         print(json.dumps(rep, indent=1) if args.json else format_report(rep))
         return 0
-    from tvm_conformer.tune.tuner import RPCDevice, parse_tracker, tune
+    from tvm_conformer.targets import load_target
+    from tvm_conformer.tune.tuner import RPCDevice, parse_tracker, runs_here, tune
 
-    rpc = None
-    if args.rpc_key:
-        host, port = parse_tracker(args.tracker)
-        rpc = RPCDevice(host, port, args.rpc_key, args.rpc_workers)
-    manifest = tune(args.target, args.model, args.tasks, args.trials, args.log_dir, rpc,
-                    args.resume, args.threads, seed=args.seed)
+    device = load_target(args.target)
+    key = args.rpc_key or (None if runs_here(device) else device.rpc_key)
+    rpc = RPCDevice(*parse_tracker(args.tracker), key, args.rpc_workers) if key else None
+    manifest = tune(device, args.model, args.tasks, args.trials, args.log_dir, rpc, args.resume,
+                    args.threads, seed=args.seed, trials_per_round=args.trials_per_round)
     session = manifest["sessions"][-1]
     print(f"tuned {session['trials']} candidates in {session['wall_seconds'] / 60:.1f} min; "
           f"database {manifest['trials']} records over {len(manifest['tasks'])} kernels "

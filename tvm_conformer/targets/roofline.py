@@ -1,14 +1,13 @@
 """A roofline lower bound on the real-time factor of a compiled model on a device.
 
-One streaming step is counted in the compiled graph, after operators are lowered to TIR kernels
-and fused (what the device will run): multiply-accumulates of every matmul/convolution-like block
-(`C[...] += A[...] * B[...]`, times its iteration domain), and the bytes moved when every weight
-is read once and every other kernel input and output crosses memory once. The step can be no
-faster than `max(2 * MACs / peak FLOP/s, bytes / memory bandwidth)`, whatever the schedules;
-divided by the audio a chunk covers, that bounds the real-time factor from below. It ignores the
-element-wise arithmetic and assumes perfect caches between kernels only for weights: an estimate,
-not a measurement.
-"""
+One streaming step is counted in the compiled graph after operators are lowered to TIR kernels
+and fused (what the device runs): the multiply-accumulates of every matmul/convolution block
+(`C[...] += A[...] * B[...]`, times its iteration domain), and the bytes moved when each weight
+is read once and every other kernel input and output crosses memory once. A step takes at least
+`max(2 * MACs / peak FLOP/s, bytes / memory bandwidth)`; over the audio a chunk covers, that
+bounds the real-time factor from below. Element-wise arithmetic is not counted (the bound stays
+a bound); tensors passed between kernels are (no cache reuse across kernels is assumed).
+An estimate, not a measurement."""
 
 from __future__ import annotations
 
@@ -109,19 +108,23 @@ def model_work(
     checkpoint: str | Path, device: DeviceTarget, precision: str = "fp32", frontend: str = "torch"
 ) -> tuple[Work, float]:
     """(work of one step, seconds of audio per step) of a checkpoint compiled for `device`
-    with the default pipeline, counted without generating code."""
+    by the default pipeline, counted without scheduling kernels or generating code."""
     from tvm_conformer.build.pipeline import PipelineOptions, tvm_conformer_pipeline
     from tvm_conformer.frontend import import_step
     from tvm_conformer.model import load_checkpoint
 
     asr, _ = load_checkpoint(checkpoint)
     mod, _ = import_step(asr, frontend, bind=precision != "fp32")
-    phases: dict[str, tvm.IRModule] = {}
-    opts = PipelineOptions(family=device.family, precision=precision)
-    pipeline = tvm_conformer_pipeline(opts, None, lambda phase, m: phases.setdefault(phase, m))
+    works: list[Work] = []
+
+    def observe(phase: str, m: tvm.IRModule) -> None:
+        if phase == "fused":  # counted at once: later phases update the module in place
+            works.append(count_work(m))
+
+    opts = PipelineOptions(family=device.family, precision=precision, schedules=False)
     with device.tvm():
-        pipeline(mod)
-    return count_work(phases["fused"]), asr.cfg.chunk_stride_frames * FRAME_SECONDS
+        tvm_conformer_pipeline(opts, None, observe)(mod)
+    return works[0], asr.cfg.chunk_stride_frames * FRAME_SECONDS
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ class DatabaseMismatchWarning(UserWarning):
     """A tuning database exists for the target but was tuned for something else."""
 
 
-def log_dir_for(target: str, logs_dir: Path = TUNING_LOGS_DIR) -> Path:
-    return logs_dir / target
+def log_dir_for(target: str, logs_dir: Path | None = None) -> Path:
+    """`tuning_logs/<target>` (or under `logs_dir`)."""
+    return (logs_dir or TUNING_LOGS_DIR) / target
 
 
 def kernel_options(opts: Any) -> dict[str, Any]:  # noqa: ANN401 - PipelineOptions
@@ -114,7 +115,7 @@ def default_database(
     target: Any,  # noqa: ANN401 - str or DeviceTarget
     model_cfg_hash: str,
     opts: Any,  # noqa: ANN401 - PipelineOptions
-    logs_dir: Path = TUNING_LOGS_DIR,
+    logs_dir: Path | None = None,
 ) -> str | None:
     """`tuning_logs/<target>` if its manifest matches this model and pipeline, else None.
 

@@ -215,6 +215,7 @@ def tune(
     frontend: str = "torch",
     progress: bool = True,
     seed: int | None = None,
+    trials_per_round: int = TRIALS_PER_ROUND,
 ) -> dict:
     """Tunes the tasks `tasks` (a group or a regex) of `model` for `target` with `trials`
     measured candidates each, into `log_dir` (default `tuning_logs/<target>`); returns the
@@ -227,8 +228,8 @@ def tune(
 
     device = load_target(target) if isinstance(target, str) else target
     opts = opts or PipelineOptions(family=device.family)
-    if trials < 1:
-        raise UserError("--trials must be at least 1")
+    if trials < 1 or trials_per_round < 1:
+        raise UserError("--trials and --trials-per-round must be at least 1")
     if rpc is None and not runs_here(device):
         raise UserError(f"code for {device.name} cannot run on this {platform.machine()} machine: "
                         "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
@@ -292,7 +293,7 @@ def tune(
                     ms.tune_tasks(
                         tasks=[ctx], task_weights=[1.0], work_dir=str(log_dir),
                         max_trials_global=remaining, max_trials_per_task=remaining,
-                        num_trials_per_iter=min(remaining, TRIALS_PER_ROUND),
+                        num_trials_per_iter=min(remaining, trials_per_round),
                         builder=builder, runner=runner, database=db, cost_model=cost_model,
                         measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                            _Progress(bar, total)],

@@ -1,0 +1,156 @@
+"""Checks of a compiled artifact that need no device: the library's ELF header, SIMD code in its
+kernels (NEON, HVX), its OpenCL kernels through clang, and loading it where this machine can."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvm_conformer.build.artifact import LIB, read_manifest
+from tvm_conformer.build.link import OPENCL_SOURCE, require_tool
+
+# ELF class of each machine the targets name (what `readelf -h` prints for it)
+ELF_CLASS = {"AArch64": "ELF64", "ARM": "ELF32", "QUALCOMM DSP6": "ELF32",
+             "Advanced Micro Devices X86-64": "ELF64"}
+_HERE = {"x86_64": "Advanced Micro Devices X86-64", "aarch64": "AArch64"}
+
+# A vector instruction, per ISA, in `llvm-objdump -d` text (mnemonic and operands)
+_NEON_A64 = re.compile(r"\bv\d+\.(16b|8b|8h|4h|4s|2s|2d)\b|\bq\d+\b")  # fmla v0.4s, ldr q1
+_NEON_A32 = re.compile(r"\bq\d+\b|^\s*v(ld|st)\d|^\s*v\w+\.[fiu](8|16|32)\s+d\d+")  # not VFP s-regs
+_HVX = re.compile(r"\bv\d+(:\d+)?\b|\bvmem\(")  # v0.qf32 = vmpy(v1.sf,v2.sf); vmem(r0+#0)
+_HVX_DISASM = ["--mcpu=hexagonv68", "--mattr=+hvxv68,+hvx-length128b"]  # else HVX is <unknown>
+HOT = ("matmul", "conv")  # kernels that must have vector code: where the MACs are
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool | None  # None: not applicable here (skipped)
+    detail: str
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def _readelf(lib: Path) -> dict[str, str]:
+    out = _run([require_tool("readelf", "reads ELF headers"), "-h", str(lib)]).stdout
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+
+def check_elf(lib: Path, machine: str | None) -> CheckResult:
+    """The library's machine starts with `machine` and its class fits it (32/64-bit)."""
+    header = _readelf(lib)
+    got_machine, got_class = header.get("Machine", "?"), header.get("Class", "?")
+    detail = f"{got_class} {got_machine}"
+    if machine is None:
+        return CheckResult("elf", None, f"{detail} (the target names no elf_machine)")
+    want_class = ELF_CLASS.get(machine)
+    ok = got_machine.startswith(machine) and want_class in (None, got_class)
+    return CheckResult("elf", ok, f"{detail}; expected {want_class or ''} {machine}".replace("  ", " "))
+
+
+def vector_counts(disassembly: str, pattern: re.Pattern) -> dict[str, tuple[int, int]]:
+    """Kernel -> (vector instructions, instructions) in `llvm-objdump -d` output; a kernel's
+    code is its `__tvm_ffi_NAME` wrapper plus the `NAME_compute_` body LLVM may split off."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    current = None
+    for line in disassembly.splitlines():
+        header = re.match(r"^[0-9a-f]+ <([^>]+)>:", line)
+        if header:
+            symbol = header.group(1)
+            if not symbol.startswith("$"):  # $x/$d: Arm mapping symbols inside a function
+                kernel = symbol.startswith("__tvm_ffi_") or symbol.endswith("_compute_")
+                name = symbol.removeprefix("__tvm_ffi_").removesuffix("_compute_")
+                current = name if kernel else None
+            continue
+        fields = line.split("\t")
+        if current is None or len(fields) < 3:
+            continue
+        instruction = "\t".join(fields[2:])
+        counts[current][1] += 1
+        counts[current][0] += bool(pattern.search(instruction))
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def check_simd(lib: Path, isa: str, pattern: re.Pattern, objdump_flags: list[str]) -> CheckResult:
+    """Every hot kernel (matmul, convolution) contains `isa` vector instructions."""
+    objdump = require_tool("llvm-objdump", "disassembles the library")
+    counts = vector_counts(_run([objdump, "-d", *objdump_flags, str(lib)]).stdout, pattern)
+    hot = {k: v for k, v in counts.items() if any(h in k for h in HOT)}
+    scalar_hot = sorted(k for k, (vec, _) in hot.items() if vec == 0)
+    total = sum(vec for vec, _ in counts.values())
+    with_vec = sum(1 for vec, _ in counts.values() if vec)
+    detail = (f"{total} {isa} instructions; {with_vec}/{len(counts)} kernels vectorized, "
+              f"matmul/conv {len(hot) - len(scalar_hot)}/{len(hot)}")
+    if scalar_hot:
+        detail += f"; scalar: {', '.join(scalar_hot)}"
+    return CheckResult(isa.lower(), bool(hot) and not scalar_hot, detail)
+
+
+def check_opencl(source: Path) -> CheckResult:
+    """The OpenCL C the library embeds compiles (syntax and types) as OpenCL 2.0."""
+    if not source.is_file():
+        return CheckResult("opencl", False, f"{source.name} missing; rebuild with `tvm-conformer compile`")
+    clang = require_tool("clang", "checks OpenCL C")
+    proc = _run([clang, "-x", "cl", "-cl-std=CL2.0", "-fsyntax-only", "-Xclang",
+                 "-finclude-default-header", str(source)])
+    kernels = len(re.findall(r"__kernel\b", source.read_text()))
+    if proc.returncode:
+        return CheckResult("opencl", False, f"clang rejects {source.name}: "
+                           f"{proc.stderr.strip().splitlines()[0]}")
+    return CheckResult("opencl", True, f"{kernels} kernels in {source.name} pass clang -cl-std=CL2.0")
+
+
+def check_loads(art: Path, machine: str | None) -> CheckResult:
+    """On a matching machine: the artifact loads and one step gives finite log-probabilities
+    of the right shape; elsewhere, what `file` says about the library."""
+    if machine != _HERE.get(platform.machine()):
+        out = _run([require_tool("file", "identifies the library"), "-b", str(art / LIB)]).stdout
+        ok = "shared object" in out
+        return CheckResult("loads", ok, f"not runnable here; file: {out.split(',')[0].strip()}"
+                           f"{'' if ok else ' (not a shared object)'}")
+    import numpy as np
+
+    from tvm_conformer.runtime.tvm_backend import TVMBackend
+
+    backend = TVMBackend.load(art)
+    cfg = backend.config
+    feats = np.zeros((1, cfg.chunk_input_frames, cfg.n_mels), np.float32)
+    mask = np.ones((1, cfg.left_frames + cfg.chunk_size), np.float32)
+    log_probs, _ = backend.step(backend.initial_state(), feats, mask)
+    shape = (cfg.chunk_size, cfg.vocab_size)
+    ok = log_probs.shape == shape and bool(np.isfinite(log_probs).all())
+    return CheckResult("loads", ok, f"loaded and ran one step: log-probs {log_probs.shape}, "
+                       f"{'finite' if ok else f'expected finite {shape}'}")
+
+
+def check_artifact(art_dir: str | Path) -> list[CheckResult]:
+    """Every check that applies to the artifact's target."""
+    art = Path(art_dir)
+    manifest = read_manifest(art)
+    target = manifest["target"]
+    machine = target.get("elf_machine")
+    lib = art / LIB
+    results = [check_elf(lib, machine)]
+    if target["family"] == "mali":
+        results.append(check_opencl(art / OPENCL_SOURCE))
+    elif target["family"] == "hexagon":
+        results.append(check_simd(lib, "HVX", _HVX, _HVX_DISASM))
+    elif machine in ("AArch64", "ARM"):
+        results.append(check_simd(lib, "NEON", _NEON_A64 if machine == "AArch64" else _NEON_A32, []))
+    results.append(check_loads(art, machine))
+    return results
+
+
+def format_checks(name: str, results: list[CheckResult]) -> str:
+    """A table: check, result, detail."""
+    mark = {True: "ok", False: "FAIL", None: "skip"}
+    width = max(len(r.name) for r in results)
+    lines = [f"checks of {name}:"]
+    lines += [f"  {r.name:<{width}}  {mark[r.ok]:<4}  {r.detail}" for r in results]
+    return "\n".join(lines)
