@@ -69,7 +69,7 @@ def test_kernel_profile_sees_every_call_of_the_vm_bytecode(tiny_checkpoint: Path
     prof = profile_artifact(tmp_path / "art", threads=1, steps=3)
     text = relax.VMExecutable(tvm.runtime.load_module(str(tmp_path / "art" / "lib.so"))).as_text()
     # `main` has no control flow: its call instructions are the calls of one step
-    called = re.findall(r"^\s*call\s+(\S+) in:", text, re.M)
+    called = re.findall(r"^\s*call\s+(\S+)\s+in:", text, re.M)
     kernels = [c for c in called if not c.startswith(BUILTIN_PREFIX)]
     assert prof.kernel_calls == len(kernels)
     assert {k.name for k in prof.kernels} == set(kernels)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tvm_conformer.build.compile import compile_artifact
 from tvm_conformer.build.pipeline import PipelineOptions

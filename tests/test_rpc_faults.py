@@ -40,7 +40,7 @@ def spare_board(emulated_board: "EmulatedBoard") -> Iterator[Callable[[], "Board
         if not boards or boards[-1].proc.poll() is not None:
             key = f"pytest-spare-{uuid.uuid4().hex[:8]}"
             tracker = (emulated_board.tracker_host, emulated_board.tracker_port)
-            boards.append(start_board(key, cpu=emulated_board.cpu, tracker=tracker))
+            boards.append(start_board(key, cpu=emulated_board.cpu, tracker=tracker, timeout_s=900))
         return boards[-1]
 
     yield live

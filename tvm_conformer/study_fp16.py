@@ -84,12 +84,18 @@ class _Tally:
     hyps: list[str] = field(default_factory=list)
     chunks: int = 0
     nonfinite_chunks: int = 0
-    max_abs_err: float | None = None  # None until a frame is finite in both builds
-    frames: int = 0
+    frames: int = 0  # compared with the reference build
     token_changes: int = 0  # frames whose greedy token differs from the reference's
+    max_abs_err: float | None = None  # None until a frame is finite in both builds
 
-    def compare(self, lp: np.ndarray, ref: np.ndarray) -> None:
-        """Adds the log-probs (T, V) of one utterance, `ref` being the reference build's."""
+    def add(self, text: str, finite: list[bool], lp: np.ndarray, ref: np.ndarray | None) -> None:
+        """One utterance: its transcript, whether each chunk's outputs were finite, its log-probs
+        (T, V) and the reference build's (None for the reference itself)."""
+        self.hyps.append(text)
+        self.chunks += len(finite)
+        self.nonfinite_chunks += finite.count(False)
+        if ref is None:
+            return
         self.frames += len(lp)
         # a row with a NaN has no meaningful argmax: it counts as changed
         same = (lp.argmax(-1) == ref.argmax(-1)) & np.isfinite(lp).all(-1) & np.isfinite(ref).all(-1)
@@ -98,6 +104,15 @@ class _Tally:
         if both.any():
             err = float(np.abs(lp - ref)[both].max())
             self.max_abs_err = err if self.max_abs_err is None else max(self.max_abs_err, err)
+
+    def summary(self, refs: list[str]) -> dict:
+        compared = self.frames > 0
+        return {
+            "wer": jiwer.wer(refs, self.hyps), "chunks": self.chunks,
+            "nonfinite_fraction": self.nonfinite_chunks / max(1, self.chunks),
+            "max_abs_err": self.max_abs_err if compared else None,
+            "token_change_fraction": self.token_changes / self.frames if compared else None,
+        }  # fmt: skip
 
 
 def build_artifacts(model: str | Path, out_dir: str | Path, quiet: bool = False) -> dict[str, Path]:
@@ -168,15 +183,8 @@ def run_study(
             ref = None
             for name, rec in recs.items():  # REFERENCE first: CONFIGS starts with it
                 tr = transcribe_samples(rec, gained, sr)
-                flags = checks[name].take()
-                tally = tallies[g, name]
-                tally.hyps.append(tr.text)
-                tally.chunks += len(flags)
-                tally.nonfinite_chunks += flags.count(False)
-                if ref is None:
-                    ref = tr.log_probs
-                else:
-                    tally.compare(tr.log_probs, ref)
+                tallies[g, name].add(tr.text, checks[name].take(), tr.log_probs, ref)
+                ref = tr.log_probs if ref is None else ref
     result = {
         "model": str(model), "checkpoint_sha256": sha256_file(model), "data": str(data), "split": split,
         "utterances": len(rows), "audio_seconds": round(audio_s, 1), "threads": threads,
@@ -186,16 +194,7 @@ def run_study(
             {
                 "gain_db": g, "feature_shift": feature_shift(g), "shift_error": shift_err[g],
                 "clipped_fraction": clipped[g] / n_samples,
-                "builds": {
-                    name: {
-                        "wer": jiwer.wer(refs, tallies[g, name].hyps), "chunks": tallies[g, name].chunks,
-                        "nonfinite_fraction": tallies[g, name].nonfinite_chunks / max(1, tallies[g, name].chunks),
-                        "max_abs_err": None if name == REFERENCE else tallies[g, name].max_abs_err,
-                        "token_change_fraction": None if name == REFERENCE
-                        else tallies[g, name].token_changes / max(1, tallies[g, name].frames),
-                    }
-                    for name in CONFIGS
-                },
+                "builds": {name: tallies[g, name].summary(refs) for name in CONFIGS},
             }
             for g in gains_db
         ],

@@ -1,16 +1,19 @@
 """Per-kernel profile of one streaming step of a compiled artifact.
 
-The VM calls an instrument before and after every Call instruction (`vm.set_instrument`); the
-time between the two is one kernel call. The instrument's own cost (a round trip into Python)
-is measured on `vm.builtin.null_value` calls, which do nothing, and subtracted. A kernel's bytes
-are the sizes of its argument tensors (inputs and outputs: what it must at least read or write).
-The VM's overhead is the uninstrumented step time minus the kernels' sum: argument checks,
-allocations, builtin calls and dispatch between kernels.
+The VM calls an instrument before and after every call instruction (`vm.set_instrument`). One
+instrumented step records, in order, every kernel call with its arguments: that gives the
+kernels per step and the bytes each moves (the sizes of its argument tensors, inputs and
+outputs: what it must at least read or write). Each distinct kernel is then timed by TVM's
+`time_evaluator` on a copy of the arguments of its first real call (a loop in C++, so no Python
+cost is in the number; caches are warm from the previous repeat). Kernels and the step both take their fastest
+repeat: other processes on the machine can only add time. Timing inside the instrument instead would
+add a Python round trip with argument conversion to every call (1-2 us, as large as the small
+kernels). The VM's overhead is the uninstrumented step time minus the kernels' sum: argument
+checks, allocations, builtin calls and dispatch between kernels.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 BUILTIN_PREFIX = "vm.builtin."
-CALIBRATION = "vm.builtin.null_value"
+REPEAT = 5
+TARGET_MS = 2.0  # length of one timed repeat
 
 
 @dataclass
 class KernelStat:
     name: str
     calls: int  # per step
-    us: float  # per step, median over steps
+    us: float  # per step: calls x the fastest repeat's time of one call
     bytes: int  # per step
 
     @property
@@ -37,9 +41,8 @@ class KernelStat:
 class KernelProfile:
     artifact: str
     threads: int
-    steps: int
-    step_us: float  # median uninstrumented step
-    instrument_us: float  # subtracted from every call
+    steps: int  # uninstrumented steps behind step_us
+    step_us: float  # fastest uninstrumented step
     kernels: list[KernelStat]
     builtin_calls: int  # per step
 
@@ -59,8 +62,7 @@ class KernelProfile:
     def from_dict(cls, d: dict) -> KernelProfile:
         """Inverse of `to_dict` (derived fields are recomputed)."""
         kernels = [KernelStat(k["name"], k["calls"], k["us"], k["bytes"]) for k in d["kernels"]]
-        return cls(d["artifact"], d["threads"], d["steps"], d["step_us"], d["instrument_us"],
-                   kernels, d["builtin_calls"])
+        return cls(d["artifact"], d["threads"], d["steps"], d["step_us"], kernels, d["builtin_calls"])
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,79 +80,77 @@ def _nbytes(arg) -> int:  # noqa: ANN001 - a VM call argument
 
 
 class _Recorder:
-    """The instrument: per step, {symbol: [seconds per call]} and bytes of each kernel call."""
+    """The instrument: every kernel call of a step in order with its argument bytes, and a copy
+    of the arguments of each kernel's first call (taken before it runs: the memory planner
+    reuses the tensors' storage later in the step, so the originals end up holding garbage,
+    denormal floats among it, which would slow the kernels down when timed alone)."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, list[float]] = {}
-        self.bytes: dict[str, int] = {}
-        self._t0 = 0.0
+        self.calls: list[tuple[str, int]] = []
+        self.args: dict[str, list] = {}
+        self.builtins = 0
 
     def __call__(self, func, symbol: str, before: bool, ret, *args) -> int:  # noqa: ANN001
         if before:
-            if not symbol.startswith(BUILTIN_PREFIX):
-                self.bytes[symbol] = self.bytes.get(symbol, 0) + sum(_nbytes(a) for a in args)
-            self._t0 = time.perf_counter()
-        else:
-            self.calls.setdefault(symbol, []).append(time.perf_counter() - self._t0)
+            if symbol.startswith(BUILTIN_PREFIX):
+                self.builtins += 1
+            else:
+                self.calls.append((symbol, sum(_nbytes(a) for a in args)))
+                if symbol not in self.args:
+                    self.args[symbol] = [a.numpy() if hasattr(a, "numpy") else a for a in args]
         return 0  # VMInstrumentReturnKind.NO_OP
 
 
-def profile_artifact(artifact: str | Path, threads: int = 1, steps: int = 30,
-                     utts: list | None = None) -> KernelProfile:
-    """Profiles `steps` steps of the artifact on the workload's chunks (random features without
-    one), caches carried; each kernel's time is its median per-step total."""
+def _time_call(module, name: str, args: list, dev) -> float:  # noqa: ANN001
+    """Seconds of one call: the fastest of REPEAT repeats of a loop of about TARGET_MS."""
+    once = module.time_evaluator(name, dev, number=1, repeat=3)(*args).min
+    number = max(1, min(1000, int(TARGET_MS / 1e3 / max(once, 1e-7))))
+    return module.time_evaluator(name, dev, number=number, repeat=REPEAT)(*args).min
+
+
+def profile_artifact(artifact: str | Path, threads: int = 1, steps: int = 30) -> KernelProfile:
+    """Profiles one step of the artifact, after `steps` uninstrumented steps give the step's
+    time. Inputs are random features and a full mask: the step has no data-dependent
+    control flow, so the values do not change the timing."""
+    import tvm
+
     from tvm_conformer.bench.engines import TvmEngine
 
     engine = TvmEngine(str(artifact), threads)
-    chunks = _chunks(engine, utts, steps)
-
-    def run_steps(record: _Recorder | None) -> tuple[list[float], list[tuple[dict, dict]]]:
-        """Step seconds, and per step what the instrument recorded (when there is one)."""
-        times, recorded, state = [], [], engine.initial_state()
-        for feats, mask in chunks:
-            if record is not None:
-                record.calls, record.bytes = {}, {}
-            t0 = time.perf_counter()
-            _, state = engine.step(state, feats, mask)
-            times.append(time.perf_counter() - t0)
-            if record is not None:
-                recorded.append((record.calls, record.bytes))
-        return times, recorded
-
-    run_steps(None)  # warm-up
-    step_s = statistics.median(run_steps(None)[0])
-    rec = _Recorder()
-    engine.vm.set_instrument(rec)  # the engine is profiled only from here on
-    _, per_step = run_steps(rec)
-    instrument_s = statistics.median(t for calls, _ in per_step for t in calls.get(CALIBRATION, []))
-    stats = []
-    for name in per_step[0][0]:
-        if name.startswith(BUILTIN_PREFIX):
-            continue
-        totals = [sum(max(0.0, t - instrument_s) for t in calls[name]) for calls, _ in per_step]
-        stats.append(KernelStat(name, len(per_step[0][0][name]), statistics.median(totals) * 1e6,
-                                per_step[0][1].get(name, 0)))
-    stats.sort(key=lambda k: -k.us)
-    builtins = sum(len(v) for k, v in per_step[0][0].items() if k.startswith(BUILTIN_PREFIX))
-    return KernelProfile(str(artifact), threads, len(chunks), step_s * 1e6, instrument_s * 1e6,
-                         stats, builtins)
-
-
-def _chunks(engine, utts: list | None, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
-    if utts:
-        seq = [(f, m) for u in utts for f, m in zip(u.feats, u.masks, strict=True)]
-        return (seq * (steps // len(seq) + 1))[:steps]
     cfg = engine.manifest["model"]["config"]
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((1, 4 * cfg["chunk_size"] + 3, cfg["n_mels"]), dtype=np.float32)
     mask = np.ones((1, cfg["chunk_size"] * (cfg["num_left_chunks"] + 1)), np.float32)
-    return [(feats, mask)] * steps
+    state = engine.initial_state()
+    times = []
+    for _ in range(steps + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        _, state = engine.step(state, feats, mask)
+        times.append(time.perf_counter() - t0)
+    rec = _Recorder()
+    engine.vm.set_instrument(rec)  # the engine is only profiled from here on
+    engine.step(state, feats, mask)
+    library = tvm.runtime.load_module(str(Path(artifact) / "lib.so"))
+    kernels: dict[str, KernelStat] = {}
+    for name, nbytes in rec.calls:
+        if name not in kernels:
+            module = next(m for m in library.imports if m.implements_function(name))
+            args = [tvm.runtime.tensor(a, engine.dev) if isinstance(a, np.ndarray) else a
+                    for a in rec.args[name]]
+            kernels[name] = KernelStat(name, 0, _time_call(module, name, args, engine.dev) * 1e6, 0)
+        kernels[name].calls += 1
+        kernels[name].bytes += nbytes
+    for k in kernels.values():
+        k.us *= k.calls  # the timer measured one call
+    stats = sorted(kernels.values(), key=lambda k: -k.us)
+    return KernelProfile(str(artifact), threads, steps, min(times[1:]) * 1e6, stats, rec.builtins)
 
 
 def format_profile(p: KernelProfile, top: int | None = None) -> str:
     """A Markdown table: one line per kernel, then the totals and the VM's overhead."""
-    lines = [f"Kernel profile of {p.artifact} ({p.threads} thread(s), median of {p.steps} steps; "
-             f"instrument cost {p.instrument_us:.2f} us/call subtracted)", "",
+    lines = [f"Kernel profile of {p.artifact} ({p.threads} thread(s); kernels timed by "
+             f"time_evaluator on their recorded arguments; fastest of {REPEAT} repeats, and of "
+             f"{p.steps} steps)", "",
              "| kernel | calls/step | us/step | % of step | bytes/step | GB/s |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for k in p.kernels[:top]:

@@ -15,7 +15,7 @@ def latency(rows: list[dict], path: Path, title: str) -> None:
     """Box plot of every per-chunk latency of each engine (log scale), one box per thread count."""
     ok = [r for r in rows if r["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(ok) + 1.5))
-    ax.boxplot([r["latencies_ms"] for r in ok], vert=False, whis=(5, 95), showfliers=True,
+    ax.boxplot([r["latencies_ms"] for r in ok], orientation="horizontal", whis=(5, 95), showfliers=True,
                flierprops={"markersize": 2, "alpha": 0.3})
     ax.set_yticks(range(1, len(ok) + 1), [f"{r['label']} ({r['threads']}t)" for r in ok])
     ax.set_xscale("log")

@@ -21,7 +21,12 @@ from tvm_conformer.model import ConformerASR
 
 
 class FullUtterance(nn.Module):
-    """feats (1, T, n_mels) -> CTC log-probs (1, T', V); T is fixed by the example input."""
+    """feats (1, T, n_mels) -> CTC log-probs (1, T', V), full context; T is fixed at export.
+
+    `ConformerASR.forward(feats, lens, chunk_size=0)` without the lengths: at a fixed length
+    every frame is real, and the length arithmetic does not compile (the torch frontend gives
+    `int64 // 2` an int32 constant; with int32 lengths, the clamp to [0, inf) fails to lower).
+    """
 
     def __init__(self, model: ConformerASR) -> None:
         super().__init__()
@@ -29,10 +34,12 @@ class FullUtterance(nn.Module):
         self.ctc = model.ctc
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        # int32 lengths: the torch frontend gives `int64 // 2` an int32 constant and fails
-        lens = torch.full((feats.shape[0],), feats.shape[1], dtype=torch.int32)
-        enc, _ = self.encoder(feats, lens, chunk_size=0)
-        return F.log_softmax(self.ctc(enc), dim=-1)
+        enc = self.encoder
+        x = enc.subsampling((feats - enc.feat_mean) * enc.feat_istd)
+        mask = torch.ones(1, x.shape[1], x.shape[1], dtype=torch.bool)
+        for block in enc.blocks:
+            x, _, _ = block(x, mask)
+        return F.log_softmax(self.ctc(x), dim=-1)
 
 
 def _example(model: ConformerASR, frames: int) -> tuple[torch.Tensor]:

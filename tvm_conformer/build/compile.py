@@ -58,11 +58,13 @@ def compile_artifact(
     manifest matches (`use_default_database=False`: never)."""
     import tvm
 
-    from tvm_conformer.build.link import export
+    from tvm_conformer.build.link import export, require_linker
     from tvm_conformer.build.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.targets.roofline import count_work
     from tvm_conformer.tune.database import default_database
 
     device = load_target(target) if isinstance(target, str) else target
+    require_linker(device)  # before the compile it would waste
     opts = opts or PipelineOptions(family=device.family)
     if opts.family != device.family:
         raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
@@ -82,6 +84,8 @@ def compile_artifact(
     stats: dict = {}
 
     def observe(phase: str, m: tvm.IRModule) -> None:
+        if phase == "fused":  # what a step computes and moves, for `estimate`
+            stats["work"] = count_work(m)
         if phase == "scheduled":
             stats["kernels"] = kernel_names(m)
             stats["unscheduled"] = unscheduled_kernels(m)
@@ -109,6 +113,7 @@ def compile_artifact(
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},
         "kernels": {"count": n, "unscheduled": un},
+        "work": dataclasses.asdict(stats["work"]),
         "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
                "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],
                "weights": len(weights)},

@@ -46,9 +46,9 @@ def require_linker(device: DeviceTarget) -> str | None:
     return tool and require_tool(tool, f"the cross-compiler for target {device.name!r}")
 
 
-def opencl_source(ex) -> str | None:  # noqa: ANN001 - relax VMExecutable
+def opencl_source(ex) -> str | None:  # noqa: ANN001 - relax VMExecutable or runtime.Module
     """The OpenCL C of every kernel in `ex` (a module of kind `opencl` among the imports)."""
-    pending = list(ex.mod.imports)
+    pending = list(getattr(ex, "mod", ex).imports)  # a tuning candidate is a runtime.Module
     while pending:
         module = pending.pop()
         if module.kind == "opencl":

@@ -1,4 +1,4 @@
-"""Rewrite the (B, T, C) dataflow of an imported encoder into the channels-first (B, C, 1, T) layout."""
+"""Rewrite an imported encoder's (B, T, C) dataflow into the channels-first (B, C, 1, T) layout."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import tvm
 from tvm import relax
 from tvm.relax.analysis import get_var2val, remove_all_unused
 
+from tvm_conformer.passes._graph import int_values, static_shape
+
 _UNARY = frozenset(
     f"relax.{name}"
     for name in ("nn.relu", "nn.silu", "nn.gelu", "sigmoid", "tanh", "exp", "log", "sqrt",
@@ -20,29 +22,12 @@ _BROADCAST = frozenset(
     for name in ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where",
                  "greater", "less", "equal", "not_equal", "greater_equal", "less_equal")
 )
-
-
-_VIEWS = frozenset(("relax.reshape", "relax.expand_dims", "relax.squeeze"))
-
-
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    """The static shape of a tensor expression, or None."""
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    dims = ty.shape.values
-    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
-        return None
-    return tuple(int(d) for d in dims)
+_VIEWS = frozenset(("relax.reshape", "relax.expand_dims", "relax.squeeze"))  # keep element order
 
 
 def _out_dtype(call: relax.Call) -> str | None:
     dtype = call.attrs.out_dtype
     return None if dtype is None or str(dtype) in ("", "void") else str(dtype)
-
-
-def _ints(values: relax.Expr) -> list[int]:
-    return [int(v.value) for v in values.fields]
 
 
 @dataclass(frozen=True)
@@ -61,7 +46,7 @@ class _Track:
 
     @property
     def dims(self) -> tuple[int, ...]:
-        return _shape(self.value)
+        return static_shape(self.value)
 
     def axis(self, axis: int) -> int | None:
         """The axis of `value` that holds axis `axis` of the original (None: no single one)."""
@@ -134,14 +119,14 @@ class _Rewriter(relax.PyExprMutator):
         return self._reshape_to(self._emit(relax.op.permute_dims(track.value, axes)), track.shape)
 
     def _reshape_to(self, expr: relax.Expr, shape: tuple[int, ...]) -> relax.Expr:
-        return expr if _shape(expr) == shape else self._emit(relax.op.reshape(expr, shape))
+        return expr if static_shape(expr) == shape else self._emit(relax.op.reshape(expr, shape))
 
     def _to_channels_first(
         self, expr: relax.Expr, kind: str, rank: int, batch: int
     ) -> relax.Expr | None:
         """`expr`, an untracked operand of a rank-`rank` `kind` op of batch `batch`, in the
         (B, C, 1, T) form (a reshape, or a transpose where an activation enters the layout)."""
-        shape = _shape(expr)
+        shape = static_shape(expr)
         if shape is None or len(shape) > rank or kind == "flat" or (rank == 2 and batch != 1):
             return None
         if math.prod(shape) == 1:
@@ -169,7 +154,7 @@ class _Rewriter(relax.PyExprMutator):
     # --- op handlers: return the channels-first result, or None to keep the op as it is ------
 
     def _elementwise(self, call: relax.Call) -> _Track | None:
-        out = _shape(call)
+        out = static_shape(call)
         tracks = [self._track(a) for a in call.args]
         main = next((t for t in tracks if t and t.kind != "flat" and t.shape == out), None)
         if main is None:
@@ -189,7 +174,7 @@ class _Rewriter(relax.PyExprMutator):
         return _Track(main.kind, value, out)
 
     def _reshape(self, call: relax.Call) -> _Track | None:
-        track, out = self._track(call.args[0]), _shape(call)
+        track, out = self._track(call.args[0]), static_shape(call)
         if track is None or out is None:
             return None
         b, c, h, w = track.dims
@@ -201,30 +186,34 @@ class _Rewriter(relax.PyExprMutator):
         return _Track(track.kind, track.value, out) if out in allowed else None
 
     def _permute_dims(self, call: relax.Call) -> _Track | None:
-        x, axes = call.args[0], [int(a) for a in call.attrs.axes]
-        track, out = self._track(x), _shape(call)
+        x, out = call.args[0], static_shape(call)
+        track = self._track(x)
+        if out is None or call.attrs.axes is None:
+            return None
+        axes = [int(a) for a in call.attrs.axes]
         if track is not None and track.kind in ("tc", "ct") and len(track.shape) == 3:
             if axes == [0, 2, 1]:
                 return _Track("ct" if track.kind == "tc" else "tc", track.value, out)
             return None
-        if track is None and axes == [0, 2, 1, 3] and out is not None:
+        if track is None and axes == [0, 2, 1, 3]:
             return _Track("flat", self.visit_expr(x), out)  # NCHW frames about to be flattened
         return None
 
     def _broadcast_to(self, call: relax.Call) -> _Track | None:
         track = self._track(call.args[0])
-        return track if track is not None and _shape(call) == track.shape else None
+        return track if track is not None and static_shape(call) == track.shape else None
 
     def _weight(self, w: relax.Expr) -> relax.Expr | None:
-        """The (out, in) matrix of `matmul(x, w)`: the imported `permute_dims(W)` is looked through."""
+        """The (out, in) matrix of `matmul(x, w)`, looking through the imported `permute_dims(W)`."""
         value = self.var2val.get(w)
         if isinstance(value, relax.Call) and value.op.name == "relax.broadcast_to":
             w, value = value.args[0], self.var2val.get(value.args[0])
-        if _shape(w) is None or len(_shape(w)) != 2:
+        if static_shape(w) is None or len(static_shape(w)) != 2:
             return None
         if (
             isinstance(value, relax.Call)
             and value.op.name == "relax.permute_dims"
+            and value.attrs.axes is not None
             and [int(a) for a in value.attrs.axes] == [1, 0]
         ):
             return self.visit_expr(value.args[0])
@@ -232,7 +221,7 @@ class _Rewriter(relax.PyExprMutator):
 
     def _matmul(self, call: relax.Call) -> _Track | None:
         x, w = call.args
-        track, out, x_shape = self._track(x), _shape(call), _shape(x)
+        track, out, x_shape = self._track(x), static_shape(call), static_shape(x)
         if out is None or x_shape is None:
             return None
         if track is None and len(x_shape) in (2, 3):  # an activation enters the layout here
@@ -242,10 +231,12 @@ class _Rewriter(relax.PyExprMutator):
             track = _Track("tc", value, x_shape) if value is not None else None
         if track is None or track.kind == "ct":
             return None
+        if track.kind == "flat" and len(track.shape) == 4:
+            return None  # a linear over F alone, not over the flattened (C, F)
         weight = self._weight(w)
         if weight is None:
             return None
-        c_out, c_in = _shape(weight)
+        c_out, c_in = static_shape(weight)
         dtype = _out_dtype(call)
         if track.kind == "tc":
             kernel = relax.op.reshape(weight, (c_out, c_in, 1, 1))
@@ -279,7 +270,7 @@ class _Rewriter(relax.PyExprMutator):
 
     def _conv1d(self, call: relax.Call) -> _Track | None:
         x, w = call.args
-        track, a, w_shape = self._track(x), call.attrs, _shape(w)
+        track, a, w_shape = self._track(x), call.attrs, static_shape(w)
         if (
             track is None or track.kind != "ct" or w_shape is None
             or (a.data_layout, a.kernel_layout, a.out_layout) != ("NCW", "OIW", "NCW")
@@ -292,7 +283,7 @@ class _Rewriter(relax.PyExprMutator):
             padding=(0, int(a.padding[0]), 0, int(a.padding[1])), dilation=(1, int(a.dilation[0])),
             groups=int(a.groups), out_dtype=_out_dtype(call),
         )
-        return _Track("ct", self._emit(conv), _shape(call))
+        return _Track("ct", self._emit(conv), static_shape(call))
 
     def _concat(self, call: relax.Call) -> _Track | None:
         fields = list(call.args[0].fields)
@@ -307,19 +298,19 @@ class _Rewriter(relax.PyExprMutator):
             if value is None:
                 return None
             values.append(value)
-        return _Track(main.kind, self._emit(relax.op.concat(values, axis)), _shape(call))
+        return _Track(main.kind, self._emit(relax.op.concat(values, axis)), static_shape(call))
 
     def _strided_slice(self, call: relax.Call) -> _Track | None:
         x, axes, begin, end, *strides = call.args
         track = self._track(x)
-        new_axes = [track.axis(a) for a in _ints(axes)] if track is not None else [None]
+        new_axes = [track.axis(a) for a in int_values(axes)] if track is not None else [None]
         if None in new_axes:
             return None
         sliced = relax.op.strided_slice(
-            track.value, new_axes, _ints(begin), _ints(end),
-            _ints(strides[0]) if strides else None, call.attrs.assume_inbound,
+            track.value, new_axes, int_values(begin), int_values(end),
+            int_values(strides[0]) if strides else None, call.attrs.assume_inbound,
         )
-        return _Track(track.kind, self._emit(sliced), _shape(call))
+        return _Track(track.kind, self._emit(sliced), static_shape(call))
 
 
 @relax.transform.function_pass(opt_level=0, name="ChannelsFirstLayout")

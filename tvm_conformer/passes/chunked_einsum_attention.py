@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.analysis import free_vars, get_var2val, remove_all_unused
+from tvm.relax.analysis import get_var2val, remove_all_unused
 
-from tvm_conformer.passes.channels_first_layout import _shape
+from tvm_conformer.passes._graph import int_values, static_shape, users
 
 # ops that only select or rearrange elements, replayed on index arrays by `_trace`
 _VIEWS = frozenset(
@@ -25,13 +25,9 @@ _SCORE_OPS = frozenset(
 _FRESH_A, _FRESH_B = "ijklmnopq", "uvwxyz"
 
 
-def _ints(values: relax.Expr) -> list[int]:
-    return [int(v.value) for v in values.fields]
-
-
 def _replay(call: relax.Call, idx: np.ndarray) -> np.ndarray | None:
     """`idx` (an index array of the view's input) after the view `call`, or None."""
-    name, out = call.op.name, _shape(call)
+    name, out = call.op.name, static_shape(call)
     if name == "relax.reshape":
         return idx.reshape(out)
     if name == "relax.permute_dims":
@@ -48,20 +44,21 @@ def _replay(call: relax.Call, idx: np.ndarray) -> np.ndarray | None:
         return np.take(idx, indices.value.numpy(), axis=int(call.attrs.axis))
     x, axes, begin, end, *strides = call.args
     index = [slice(None)] * idx.ndim
-    steps = _ints(strides[0]) if strides else [1] * len(axes.fields)
-    for a, lo, hi, st in zip(_ints(axes), _ints(begin), _ints(end), steps, strict=True):
+    steps = int_values(strides[0]) if strides else [1] * len(axes.fields)
+    bounds = zip(int_values(axes), int_values(begin), int_values(end), steps, strict=True)
+    for a, lo, hi, st in bounds:
         index[a] = slice(lo, hi, st)
     return idx[tuple(index)]
 
 
 def _trace(expr: relax.Expr, var2val: dict) -> tuple[relax.Expr, np.ndarray] | None:
-    """(base, idx): `expr` is a chain of views of `base`; idx[i] is the flat base index of expr[i]."""
+    """(base, idx): `expr` is a chain of views of `base`; idx[i] is expr[i]'s flat index in base."""
     value = var2val.get(expr)
     if isinstance(value, relax.Call) and value.op.name in _VIEWS:
         inner = _trace(value.args[0], var2val)
         if inner is not None and (idx := _replay(value, inner[1])) is not None:
             return inner[0], idx
-    shape = _shape(expr)
+    shape = static_shape(expr)
     if shape is None:
         return None
     return expr, np.arange(int(np.prod(shape))).reshape(shape)
@@ -84,7 +81,7 @@ def _head_operand(base: relax.Expr, idx: np.ndarray, letters: str, fresh: str) -
     Each axis of `base` must either stay fixed or run with unit stride along exactly one axis of
     `idx`, and every axis of `idx` longer than 1 must be run along by one axis of `base`.
     """
-    base_shape = _shape(base)
+    base_shape = static_shape(base)
     coords = np.unravel_index(idx, base_shape)
     units = iter(fresh)
     axes, begin, end, names, used = [], [], [], [], set()
@@ -95,7 +92,8 @@ def _head_operand(base: relax.Expr, idx: np.ndarray, letters: str, fresh: str) -
             hi, name = lo + 1, next(units)
         else:
             j = moving[0]
-            run = lo + np.arange(idx.shape[j]).reshape([-1 if a == j else 1 for a in range(idx.ndim)])
+            along_j = [-1 if a == j else 1 for a in range(idx.ndim)]
+            run = lo + np.arange(idx.shape[j]).reshape(along_j)
             if len(moving) > 1 or j in used or not (c == run).all():
                 return None
             used.add(j)
@@ -123,12 +121,11 @@ class _Attention:
     k: list[_Operand]  # letters from "bds"
     v: list[_Operand]  # letters from "bsd"
     chain: list[relax.Call]  # the elementwise calls from the scores to the softmax, in order
-    softmax: relax.Call
     merged: bool  # True: the rewritten var is the (B, T, H*dk) merge of heads, else the matmul
 
 
 def _match(
-    matmul: relax.Var, var2val: dict, users: dict
+    matmul: relax.Var, var2val: dict, readers: dict
 ) -> tuple[relax.Var, _Attention] | None:
     """The var to rewrite and the attention computing it, if `matmul` is softmax(...) @ V."""
     p, v = var2val[matmul].args
@@ -139,17 +136,18 @@ def _match(
     softmax = var2val.get(soft_var)
     if not (isinstance(softmax, relax.Call) and softmax.op.name == "relax.nn.softmax"):
         return None
-    scores4 = _shape(softmax)
-    if len(scores4) != 4 or int(softmax.attrs.axis) % 4 != 3:
+    scores4 = static_shape(softmax)
+    if scores4 is None or len(scores4) != 4 or int(softmax.attrs.axis) % 4 != 3:
         return None
     if not np.array_equal(p_idx.ravel(), np.arange(p_idx.size)):
         return None  # P must be the softmax output, batch and heads merged at most
     batch, heads, t, s = scores4
     chain, x = [], softmax.args[0]
     while isinstance(call := var2val.get(x), relax.Call) and call.op.name in _SCORE_OPS:
-        full = [a for a in call.args if _shape(a) == scores4]
-        others = [_shape(a) for a in call.args if _shape(a) != scores4]
-        if len(full) != 1 or any(o is None or (len(o) == 4 and o[1] not in (1, heads)) for o in others):
+        full = [a for a in call.args if static_shape(a) == scores4]
+        others = [static_shape(a) for a in call.args if static_shape(a) != scores4]
+        if len(full) != 1 or any(o is None or (len(o) == 4 and o[1] not in (1, heads))
+                                 for o in others):
             return None
         chain.insert(0, call)
         x = full[0]
@@ -160,7 +158,9 @@ def _match(
     if not (isinstance(scores, relax.Call) and scores.op.name == "relax.matmul"):
         return None
     q, k = scores.args
-    dk = _shape(q)[-1]
+    if static_shape(q) is None:
+        return None
+    dk = static_shape(q)[-1]
     per_head = {"q": (q, (batch, heads, t, dk), "btd", _FRESH_A),
                 "k": (k, (batch, heads, dk, s), "bds", _FRESH_B),
                 "v": (v, (batch, heads, s, dk), "bsd", _FRESH_B)}
@@ -177,18 +177,19 @@ def _match(
     target, merged = matmul, False
     merge = np.arange(batch * heads * t * dk).reshape(batch, heads, t, dk).transpose(0, 2, 1, 3)
     node = matmul
-    while len(users.get(node, ())) == 1:  # follow single-use views towards the consumer
-        node = users[node][0]
+    while len(readers.get(node, ())) == 1:  # follow single-use views towards the consumer
+        node = readers[node][0]
         value = var2val.get(node)
         if not (isinstance(value, relax.Call) and value.op.name in _VIEWS):
             break
         traced = _trace(node, var2val)
-        if traced is not None and traced[0].same_as(matmul) and _shape(node) == (batch, t, heads * dk):
-            if np.array_equal(traced[1], merge.reshape(batch, t, heads * dk)):
+        shape = (batch, t, heads * dk)
+        if traced is not None and traced[0].same_as(matmul) and static_shape(node) == shape:
+            if np.array_equal(traced[1], merge.reshape(shape)):
                 target, merged = node, True
                 break
     attention = _Attention(batch, heads, t, s, dk, operands["q"], operands["k"], operands["v"],
-                           chain, softmax, merged)
+                           chain, merged)
     return target, attention
 
 
@@ -203,8 +204,11 @@ class _Rewriter(relax.PyExprMutator):
         if attention is None:
             super().visit_var_binding_(binding)
             return
-        out = self._emit_heads(attention, _shape(binding.var))
-        self.set_var_remap(binding.var, out)
+        out = self._emit_heads(attention, static_shape(binding.var))
+        if isinstance(binding.var, relax.DataflowVar):
+            self.set_var_remap(binding.var, self.builder_.emit(out))
+        else:  # a block output stays one
+            self.set_var_remap(binding.var, self.builder_.emit_output(out))
 
     def _slice(self, op: _Operand) -> relax.Expr:
         base = self.visit_expr(op.base)
@@ -220,27 +224,32 @@ class _Rewriter(relax.PyExprMutator):
         return self.builder_.emit(relax.op.reshape(result, shape))
 
     def _emit_heads(self, att: _Attention, out_shape: tuple[int, ...]) -> relax.Expr:
+        """The heads' bindings; returns the (not yet bound) expression of the attention output."""
         b, t, s, dk = att.batch, att.t, att.s, att.dk
         scores4 = (b, att.heads, t, s)
         heads = []
         for h in range(att.heads):
             q, k, v = att.q[h], att.k[h], att.v[h]
-            x = self._einsum(self._slice(q), q.letters, self._slice(k), k.letters, "bts", (b, 1, t, s))
+            x = self._einsum(
+                self._slice(q), q.letters, self._slice(k), k.letters, "bts", (b, 1, t, s)
+            )
             for call in att.chain:
-                args = [x if _shape(a) == scores4 else self._head_of(a, h, att.heads)
+                args = [x if static_shape(a) == scores4 else self._head_of(a, h, att.heads)
                         for a in call.args]
                 x = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
             p = self.builder_.emit(relax.op.nn.softmax(x, axis=-1))
             p_letters = ("b" if b > 1 else _FRESH_A[0]) + _FRESH_A[1] + "ts"
             shape = (b, t, dk) if att.merged else (b, 1, t, dk)
             heads.append(self._einsum(p, p_letters, self._slice(v), v.letters, "btd", shape))
-        out = self.builder_.emit(relax.op.concat(heads, axis=2 if att.merged else 1))
-        return out if _shape(out) == out_shape else self.builder_.emit(relax.op.reshape(out, out_shape))
+        out = relax.op.concat(heads, axis=2 if att.merged else 1)
+        if att.merged:
+            return out
+        return relax.op.reshape(self.builder_.emit(out), out_shape)
 
     def _head_of(self, expr: relax.Expr, h: int, heads: int) -> relax.Expr:
         """A scores-chain operand for head `h`: sliced if it has a head axis, else as it is."""
         new = self.visit_expr(expr)
-        shape = _shape(expr)
+        shape = static_shape(expr)
         if shape is None or len(shape) != 4 or shape[1] != heads or heads == 1:
             return new
         return self.builder_.emit(relax.op.strided_slice(new, [1], [h], [h + 1]))
@@ -271,14 +280,11 @@ class ChunkedEinsumAttention:
     ) -> relax.Function:
         """Rewrite every matched attention of `func`; other functions come back unchanged."""
         var2val = get_var2val(func)
-        users: dict[relax.Var, list[relax.Var]] = {}
-        for var, value in var2val.items():
-            for used in free_vars(value):
-                users.setdefault(used, []).append(var)
+        readers = users(var2val)
         targets = {}
         for var, value in var2val.items():
             if isinstance(value, relax.Call) and value.op.name == "relax.matmul":
-                match = _match(var, var2val, users)
+                match = _match(var, var2val, readers)
                 if match is not None:
                     targets[match[0]] = match[1]
         if not targets:

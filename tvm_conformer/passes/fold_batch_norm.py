@@ -1,11 +1,13 @@
-"""Fold constant per-channel affine ops after a convolution (inference BatchNorm) into its weights."""
+"""Fold constant per-channel affine ops after a convolution (inference BatchNorm) into it."""
 
 from __future__ import annotations
 
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.analysis import free_vars, get_var2val, remove_all_unused
+from tvm.relax.analysis import get_var2val, remove_all_unused
+
+from tvm_conformer.passes._graph import users
 
 _CONVS = ("relax.nn.conv1d", "relax.nn.conv2d")
 _AFFINE = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
@@ -24,14 +26,16 @@ def _channel_vector(expr: relax.Expr, rank: int, channels: int) -> np.ndarray | 
     return np.broadcast_to(a.reshape(-1), (channels,)).astype(np.float64)
 
 
-def _affine_chain(conv: relax.Var, var2val: dict, users: dict) -> tuple[list, np.ndarray, np.ndarray]:
+def _affine_chain(
+    conv: relax.Var, var2val: dict, readers: dict
+) -> tuple[list, np.ndarray, np.ndarray]:
     """The single-use chain of constant per-channel ops after `conv`: (vars, scale, shift)."""
     rank = len(conv.ty.shape.values)
     channels = int(conv.ty.shape.values[1])
     scale, shift = np.ones(channels), np.zeros(channels)
     chain, node = [], conv
-    while len(users.get(node, ())) == 1:
-        nxt = users[node][0]
+    while len(readers.get(node, ())) == 1:
+        nxt = readers[node][0]
         call = var2val.get(nxt)
         if not (isinstance(call, relax.Call) and call.op.name in _AFFINE and len(call.args) == 2):
             break
@@ -75,10 +79,7 @@ class _Rewriter(relax.PyExprMutator):
 
 def _fold_function(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
     var2val = get_var2val(func)
-    users: dict = {}
-    for var, value in var2val.items():
-        for used in free_vars(value):
-            users.setdefault(used, []).append(var)
+    readers = users(var2val)
     folds = {}
     for var, conv in var2val.items():
         if not (isinstance(conv, relax.Call) and conv.op.name in _CONVS):
@@ -88,7 +89,7 @@ def _fold_function(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
             a.kernel_layout.startswith("OI") and a.out_layout.startswith("NC")
         ):
             continue
-        chain, scale, shift = _affine_chain(var, var2val, users)
+        chain, scale, shift = _affine_chain(var, var2val, readers)
         if not chain or np.all(scale == 1):
             continue  # a bias alone is already one epilogue add
         w = weight.value.numpy()

@@ -67,11 +67,12 @@ def _head(chain: tuple[str, ...]) -> DFPattern:
 def conformer_patterns() -> list[FusionPattern]:
     """The fusion patterns, larger first (FuseOpsByPattern tries them in order)."""
     patterns = [
-        FusionPattern(f"separable{'_residual' if residual else ''}_{i}", _separable(steps, residual))
+        FusionPattern(f"separable{'_residual' if res else ''}_{i}", _separable(steps, res))
         for i, steps in enumerate(_DEPTHWISE_EPILOGUES)
-        for residual in (True, False)
+        for res in (True, False)
     ]
-    patterns += [FusionPattern(f"attention_head_{i}", _head(c)) for i, c in enumerate(_SCORE_CHAINS)]
+    for i, chain in enumerate(_SCORE_CHAINS):
+        patterns.append(FusionPattern(f"attention_head_{i}", _head(chain)))
     return patterns
 
 

@@ -65,9 +65,8 @@ def _is_view(binding: relax.VarBinding, func: tvm.tirx.PrimFunc) -> bool:
         return False
     out = binding.value.ty
     args = [a for a in binding.value.args[1].fields if isinstance(a.ty, relax.TensorType)]
-    return any(
-        str(a.ty.dtype) == str(out.dtype) and _tensor_bytes(a.ty) == _tensor_bytes(out) for a in args
-    )
+    size = _tensor_bytes(out)
+    return any(str(a.ty.dtype) == str(out.dtype) and _tensor_bytes(a.ty) == size for a in args)
 
 
 def graph_report(mod: tvm.IRModule, entry: str = "main") -> dict:

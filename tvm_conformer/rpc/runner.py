@@ -366,19 +366,26 @@ def make_rpc_backend(
     # waits up to timeout_s for a free device, then connects under the watchdog
     with remote_operation(key, "connecting", 2 * timeout_s, servers):
         session = request_device(*address, key, timeout_s=timeout_s, progress=progress)
-    with remote_operation(key, "asking the device what it is", timeout_s, servers):
-        device = probe_device(session, key, address, servers)
-    if device.arch is None:
-        say(progress, f"device {key!r} does not report its architecture: not checked")
-    elif device.arch != want:
-        raise UserError(
-            f"{art} was built for {manifest['target']['name']} ({want}) but device {key!r} is "
-            f"{device.arch} ({device.arch_source}); nothing was uploaded: compile for the "
-            "device's architecture (`tvm-conformer compile --target NAME`)"
-        )
-    say(progress, f"device {key!r}: {device.arch or 'architecture unknown'}, CPU {device.cpu}"
-        + (f"; {device.label.upper()}: {device.emulation_evidence}" if device.emulated else ""))
-    return _deploy(session, art, manifest, device, servers, timeout_s, device_timing, progress)
+    try:
+        with remote_operation(key, "asking the device what it is", timeout_s, servers):
+            device = probe_device(session, key, address, servers)
+        if device.arch is None:
+            say(progress, f"device {key!r} does not report its architecture: not checked")
+        elif device.arch != want:
+            raise UserError(
+                f"{art} was built for {manifest['target']['name']} ({want}) but device {key!r} "
+                f"is {device.arch} ({device.arch_source}); nothing was uploaded: compile for the "
+                "device's architecture (`tvm-conformer compile --target NAME`)"
+            )
+        say(progress, f"device {key!r}: {device.arch or 'architecture unknown'}, CPU "
+            f"{device.cpu}" + (f"; {device.label.upper()}: {device.emulation_evidence}"
+                               if device.emulated else ""))
+        return _deploy(session, art, manifest, device, servers, timeout_s, device_timing,
+                       progress)
+    except BaseException:
+        # the traceback keeps the session alive, and with it the device busy: end it now
+        _sever(servers)
+        raise
 
 
 def default_recordings() -> list[Path]:

@@ -147,10 +147,17 @@ def check_artifact(art_dir: str | Path) -> list[CheckResult]:
     return results
 
 
+MARK = {True: "ok", False: "FAIL", None: "skip"}
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Rows of cells as aligned columns (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+                     for row in rows)
+
+
 def format_checks(name: str, results: list[CheckResult]) -> str:
     """A table: check, result, detail."""
-    mark = {True: "ok", False: "FAIL", None: "skip"}
-    width = max(len(r.name) for r in results)
-    lines = [f"checks of {name}:"]
-    lines += [f"  {r.name:<{width}}  {mark[r.ok]:<4}  {r.detail}" for r in results]
-    return "\n".join(lines)
+    rows = [[r.name, MARK[r.ok], r.detail] for r in results]
+    return f"checks of {name}:\n" + format_table([["check", "result", "detail"], *rows])

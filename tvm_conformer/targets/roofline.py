@@ -12,13 +12,15 @@ An estimate, not a measurement."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 
+from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.model.config import ModelConfig
 from tvm_conformer.targets.registry import DeviceTarget
 
 FRAME_SECONDS = 0.01  # fbank hop
@@ -105,26 +107,31 @@ def count_work(mod: tvm.IRModule) -> Work:
 
 
 def model_work(
-    checkpoint: str | Path, device: DeviceTarget, precision: str = "fp32", frontend: str = "torch"
+    checkpoint: str | Path, device: DeviceTarget, opts: PipelineOptions, frontend: str = "torch"
 ) -> tuple[Work, float]:
     """(work of one step, seconds of audio per step) of a checkpoint compiled for `device`
-    by the default pipeline, counted without scheduling kernels or generating code."""
-    from tvm_conformer.build.pipeline import PipelineOptions, tvm_conformer_pipeline
-    from tvm_conformer.frontend import import_step
+    with `opts`, counted without scheduling kernels or generating code."""
+    from tvm_conformer.build.compile import import_for_pipeline
+    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
     from tvm_conformer.model import load_checkpoint
 
     asr, _ = load_checkpoint(checkpoint)
-    mod, _ = import_step(asr, frontend, bind=precision != "fp32")
+    opts = replace(opts, schedules=False)
+    mod, _ = import_for_pipeline(asr, frontend, opts)
     works: list[Work] = []
 
     def observe(phase: str, m: tvm.IRModule) -> None:
         if phase == "fused":  # counted at once: later phases update the module in place
             works.append(count_work(m))
 
-    opts = PipelineOptions(family=device.family, precision=precision, schedules=False)
     with device.tvm():
         tvm_conformer_pipeline(opts, None, observe)(mod)
-    return works[0], asr.cfg.chunk_stride_frames * FRAME_SECONDS
+    return works[0], chunk_seconds(asr.cfg)
+
+
+def chunk_seconds(cfg: ModelConfig) -> float:
+    """Seconds of audio one streaming step advances: 4 * chunk_size fbank frames of 10 ms."""
+    return cfg.chunk_stride_frames * FRAME_SECONDS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +29,13 @@ from tvm_conformer.errors import UserError
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, cache_dir
 from tvm_conformer.targets import DeviceTarget, load_target
 from tvm_conformer.tune import database as tdb
+from tvm_conformer.tune.export import export_candidate
 from tvm_conformer.tune.tasks import Task, extract_tasks, select_tasks
 
 TRIALS_PER_ROUND = 32  # candidates built and measured between two cost-model updates
-FAILED_SECONDS = 1e9  # MetaSchedule's run time for a candidate that did not build or run
+FAILED_SECONDS = 1e10  # MetaSchedule's run time of a candidate that failed to build or run
+# A worker process imports TVM before its first job, within the job's timeout: slow when loaded.
+WORKER_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -54,26 +56,19 @@ def parse_tracker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _export(device: DeviceTarget, mod: tvm.runtime.Module) -> str:
-    """Links one candidate for `device` into a fresh directory: MetaSchedule deletes the
-    artifact's parent directory after measuring it."""
-    from tvm_conformer.build.link import export
-
-    path = Path(tempfile.mkdtemp(prefix="tvm-conformer-tune-")) / "lib.so"
-    export(mod, device, path)
-    return str(path)
-
-
 def make_builder(device: DeviceTarget) -> ms.builder.Builder:
-    return ms.builder.LocalBuilder(f_export=functools.partial(_export, device),
-                                   max_workers=os.cpu_count() or 1)
+    """Builds candidates in parallel and links them for `device` as `compile` does."""
+    return ms.builder.LocalBuilder(f_export=functools.partial(export_candidate, device),
+                                   max_workers=os.cpu_count() or 1, timeout_sec=WORKER_TIMEOUT_S)
 
 
 def make_runner(rpc: RPCDevice | None) -> ms.runner.Runner:
     """This machine's CPU, or the RPC device (one timed run per candidate: boards are slow)."""
     if rpc is None:
-        return ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(
-            number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False))
+        return ms.runner.LocalRunner(
+            timeout_sec=WORKER_TIMEOUT_S,
+            evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50),
+        )
     return ms.runner.RPCRunner(
         ms.runner.RPCConfig(rpc.tracker_host, rpc.tracker_port, rpc.key, session_timeout_sec=120),
         evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0),

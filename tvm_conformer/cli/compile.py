@@ -1,0 +1,140 @@
+"""`tvm-conformer compile`: the streaming step of a checkpoint, compiled into an artifact directory.
+
+    tvm-conformer compile --target rpi4                      # build/rpi4-fp32/
+    tvm-conformer compile --target mali-g78 --precision fp16 --check --report
+    tvm-conformer compile --target all --precision fp32,fp16 --check -o build/ci-artifacts
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tvm_conformer.errors import UserError
+from tvm_conformer.paths import DEFAULT_CHECKPOINT, REPO_DIR
+
+HELP = "Compile the streaming step for a device into an artifact (lib.so, weights, manifest)."
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Target, model, pipeline options, outputs and checks."""
+    p.add_argument("--target", default="host",
+                   help="device name in targets/, a path to a device .toml, a comma list, or "
+                        "`all` (default: host)")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT),
+                   help=f"checkpoint (default: {DEFAULT_CHECKPOINT.name})")
+    p.add_argument("--frontend", default="torch", choices=["torch", "onnx"],
+                   help="import through torch.export or ONNX (default: torch)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32, fp16, or a comma list of both (default: fp32)")
+    passes = p.add_mutually_exclusive_group()
+    passes.add_argument("--passes", help="comma list of the pipeline's graph passes "
+                        "(build.pipeline.GRAPH_PASSES; default: all of them)")
+    passes.add_argument("--no-passes", action="store_true", help="no graph passes (the baseline)")
+    p.add_argument("--database", help="MetaSchedule work dir with database_*.json to apply")
+    p.add_argument("--no-schedules", action="store_true",
+                   help="leave kernels without a database record unscheduled (no dlight or "
+                        "schedules/ rules)")
+    p.add_argument("-o", "--out", help="artifact directory (default: build/TARGET-PRECISION); with "
+                   "several targets or precisions, the directory that holds one per build")
+    p.add_argument("--dump-ir", help="write the module after each pipeline phase into this directory")
+    p.add_argument("--report", action="store_true",
+                   help="print the kernel count and the kernels left without a schedule")
+    p.add_argument("--check", action="store_true",
+                   help="check the artifact without a device: ELF, NEON/HVX code, OpenCL, loading")
+
+
+def _split(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise UserError(f"unknown {what} {(bad or [text])[0]!r}: choose from {', '.join(allowed)}")
+    return items
+
+
+def _passes(args: argparse.Namespace) -> tuple[str, ...]:
+    from tvm_conformer.build.pipeline import GRAPH_PASSES
+
+    if args.no_passes:
+        return ()
+    return _split(args.passes, GRAPH_PASSES, "graph pass") if args.passes else GRAPH_PASSES
+
+
+def _targets(text: str) -> list:  # noqa: ANN202 - list[DeviceTarget]
+    from tvm_conformer.targets import list_targets, load_target
+
+    if text == "all":
+        return list_targets()
+    return [load_target(name.strip()) for name in text.split(",") if name.strip()]
+
+
+def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple[dict, list]:  # noqa: ANN001
+    """One artifact, with the report and checks asked for: (manifest, check results)."""
+    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.build.pipeline import PipelineOptions
+    from tvm_conformer.targets.checks import check_artifact, format_checks
+
+    opts = PipelineOptions(family=device.family, passes=_passes(args), precision=precision,
+                           database=args.database, schedules=not args.no_schedules)
+    manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir)
+    kernels = manifest["kernels"]
+    if args.report:
+        print(f"{out}: {kernels['count']} kernels, {len(kernels['unscheduled'])} without a "
+              f"schedule: {', '.join(kernels['unscheduled']) or 'none'}")
+    checks = check_artifact(out) if args.check else []
+    if checks:
+        print(format_checks(str(out), checks))
+    return manifest, checks
+
+
+def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> list[str]:  # noqa: ANN001
+    from tvm_conformer.build.artifact import LIB, WEIGHTS
+    from tvm_conformer.model import ModelConfig
+    from tvm_conformer.targets.checks import MARK
+    from tvm_conformer.targets.roofline import Work, chunk_seconds, estimate
+
+    bound = estimate(device, Work(**manifest["work"]),
+                     chunk_seconds(ModelConfig(**manifest["model"]["config"])), precision)
+    return [f"{device.name}-{precision}", "ok" if all(c.ok is not False for c in checks) else "FAIL",
+            f"{manifest['compile_seconds']:.1f}",
+            f"{((out / LIB).stat().st_size + (out / WEIGHTS).stat().st_size) / 1e6:.2f}",
+            str(manifest["kernels"]["count"]), str(len(manifest["kernels"]["unscheduled"])),
+            f"{bound.rtf_lower_bound:.5f}", " ".join(f"{c.name}:{MARK[c.ok]}" for c in checks) or "-"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compile each (target, precision); with several, go on after a failure and summarize."""
+    from tvm_conformer.targets.checks import format_table
+
+    devices = _targets(args.target)
+    precisions = _split(args.precision, PRECISIONS, "precision")
+    _passes(args)  # a bad list fails before any compile
+    builds = [(d, p) for d in devices for p in precisions]
+    if len(builds) == 1:
+        device, precision = builds[0]
+        _build(args, device, precision,
+               Path(args.out or REPO_DIR / "build" / f"{device.name}-{precision}"))
+        return 0
+    root = Path(args.out or REPO_DIR / "build")
+    rows, failed, t0 = [], 0, time.time()
+    for device, precision in builds:
+        out = root / f"{device.name}-{precision}"
+        try:
+            rows.append(_row(device, precision, out, *_build(args, device, precision, out)))
+        except UserError as exc:
+            rows.append([out.name, "FAIL", str(exc)])
+        except Exception as exc:  # a compiler bug in one build must not hide the others
+            traceback.print_exc()
+            rows.append([out.name, "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"])
+        failed += rows[-1][1] == "FAIL"
+    header = ["build", "result", "seconds", "MB", "kernels", "unscheduled",
+              "RTF >= (estimate)", "checks"]
+    print(format_table([header, *rows]))
+    print(f"{len(rows)} builds, {failed} failed, in {time.time() - t0:.0f} s; RTF >=: roofline "
+          "lower bound (`tvm-conformer estimate`), not a measurement", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,33 @@
+"""`tvm-conformer targets`: the devices in `targets/` and whether their toolchain is here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+HELP = "List the devices in targets/: family, TVM target, cross compiler (found or missing), RPC key."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options: one table of every device."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table."""
+    from tvm_conformer.build.link import apt_package, linker_tool
+    from tvm_conformer.targets import list_targets
+    from tvm_conformer.targets.checks import format_table
+
+    rows = [["name", "family", "tvm target", "cross compiler", "status", "peak GFLOP/s",
+             "rpc key"]]
+    for t in list_targets():
+        tool = linker_tool(t)
+        if tool is None:
+            tool, status = "(system c++)", "found"
+        else:
+            status = "found" if shutil.which(tool) else f"missing: apt-get install {apt_package(tool)}"
+        rows.append([t.name, t.family, json.dumps(t.tvm_target, separators=(",", ":")), tool,
+                     status, f"{t.peak_gflops():.0f}", t.rpc_key or "-"])
+    print(format_table(rows))
+    return 0
