@@ -1,4 +1,5 @@
-"""fp16 host builds of the streaming step (with and without the numerics passes) against PyTorch fp32."""
+"""fp16 host builds of the streaming step (with and without the numerics passes) against PyTorch
+fp32, and the premises of `tvm-conformer study-fp16`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tvm_conformer.audio.features import compute_fbank
 from tvm_conformer.build.compile import compile_artifact
 from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.cli.study_fp16 import parse_gains
+from tvm_conformer.errors import UserError
 from tvm_conformer.model import ConformerASR, load_checkpoint
 from tvm_conformer.runtime.backend import StepBackend, TorchBackend
 from tvm_conformer.runtime.tvm_backend import TVMBackend
+from tvm_conformer.study_fp16 import feature_shift
 
 # fp16 (unit roundoff 2^-11) with fp16 accumulators through 2 blocks and 3 chained chunks:
 # the measured worst error is ~0.01 on outputs of magnitude up to ~5
@@ -129,3 +134,21 @@ def test_fp16_graph_and_kernels_compute_in_fp16(builds, numerics: bool) -> None:
     kernels = _functions(next(ir.glob("*-fused.py")).read_text())
     fp32_kernels = {name for name, text in kernels.items() if '"float32"' in text and name != "main"}
     assert fp32_kernels and all("cast" in name for name in fp32_kernels)
+
+
+@pytest.mark.parametrize("gain_db", [-40.0, 0.0, 60.0])
+def test_audio_gain_shifts_log_mel_by_2_ln_gain(gain_db: float) -> None:
+    """The premise of `study-fp16`: the Kaldi fbank of g * x is the fbank of x plus 2 ln g."""
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    gained = samples * np.float32(10 ** (gain_db / 20))
+    shift = compute_fbank(gained) - compute_fbank(samples)
+    np.testing.assert_allclose(shift, 2 * np.log(10 ** (gain_db / 20)), atol=5e-3)
+    assert feature_shift(gain_db) == pytest.approx(2 * np.log(10 ** (gain_db / 20)))
+
+
+def test_gains_parse_from_commas_and_spaces() -> None:
+    assert parse_gains(["-40,-20", "0", "20,"]) == (-40.0, -20.0, 0.0, 20.0)
+    with pytest.raises(UserError):
+        parse_gains(["0,loud"])

@@ -133,9 +133,9 @@ def test_hung_device_times_out_and_keeps_partial_results(
     results = tmp_path / "rpc_results.jsonl"
     tracker = f"{board.tracker[0]}:{board.tracker[1]}"
     try:
-        with pytest.raises(DeviceError, match=r"did not answer within 20 s while running step 3"):
+        with pytest.raises(DeviceError, match=r"did not answer within 10 s while running step 3"):
             bench_rpc(board_artifact, board.key, tracker, [DEFAULT_RECORDING], results,
-                      timeout_s=20, progress=False)
+                      timeout_s=10, progress=False)
     finally:
         _signal_group(board, signal.SIGCONT)
     (record,) = read_results(results)
@@ -156,9 +156,8 @@ def test_device_disconnect_mid_run_keeps_partial_results(
             "--artifact", str(board_artifact), "--audio", str(DEFAULT_RECORDING),
             "--out", str(results_dir)]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
     assert err.startswith(f"error: device {board.key!r} failed while running step 3")
-    assert "\n" not in err
     (record,) = read_results(results_dir / "rpc_results.jsonl")
     assert record["partial"] is True and record["error"] == err.removeprefix("error: ")
     assert len(record["recordings"][0]["step_ms"]) == 2

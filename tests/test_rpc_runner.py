@@ -125,12 +125,10 @@ def test_bench_fails_loudly_when_the_device_disagrees_with_the_host(
     from tvm_conformer.build.artifact import WEIGHTS, load_weights, save_weights, write_manifest
     from tvm_conformer.rpc.runner import bench_rpc
 
-    # a consistent artifact that computes something else: one weight changed, hashes renewed
+    # a consistent artifact that computes something else: the weights changed, hashes renewed
     art = tmp_path / "wrong"
     shutil.copytree(board_artifact, art)
-    weights = load_weights(art / WEIGHTS)
-    weights[-1] = weights[-1] + 0.5
-    save_weights(art / WEIGHTS, weights)
+    save_weights(art / WEIGHTS, [w + 0.1 for w in load_weights(art / WEIGHTS)])
     write_manifest(art, read_manifest(board_artifact, verify=False))
     results = tmp_path / "rpc_results.jsonl"
     with pytest.raises(UserError, match=r"output differs from the host's on sample.wav"):

@@ -117,8 +117,9 @@ def test_vectorize_innermost_takes_hvx_lanes_and_moves_the_reduction_out() -> No
     sch = VectorizeInnermost(1024).apply(_dense_bias()[0], HOST, False)
     script = sch.mod.script()
     assert "T.vectorized(16)" in script  # 48 columns: 16 lanes divide them, 32 do not
-    # the vector loop is inside the reduction loop: a broadcast multiply-add per step
-    assert script.index("in range(40)") < script.index("T.vectorized(16)")
+    # the update's vector loop is inside the reduction loop: a broadcast multiply-add per step
+    k = script.index("in range(40)")
+    assert k < script.index("T.vectorized(16)", k) < script.index('T.sblock("matmul_update")')
 
 
 def test_vectorize_innermost_leaves_row_reductions_to_other_rules() -> None:
@@ -196,9 +197,9 @@ A32 = """\
 """
 HEX = """\
 00001000 <__tvm_ffi_fused_matmul>:
-    1004: 00 00 00 00  \t{ v0.qf32 = vmpy(v1.sf,v2.sf) }
-    1008: 00 00 00 00  \t{ v3 = vmem(r0+#0) }
-    100c: 00 00 00 00  \t{ r1 = add(r1,#4) }
+    1004:\t00 00 00 00\t1c01e200 { \tv0.qf32 = vmpy(v1.sf,v2.sf)
+    1008:\t00 00 00 00\t2c00c003   \tv3 = vmem(r0+#0) }
+    100c:\t00 00 00 00\tb001c021 { \tr1 = add(r1,#4) }
 """
 
 
@@ -323,7 +324,8 @@ def test_kernel_macs_ignores_reductions_that_do_not_multiply() -> None:
 
 def test_estimate_is_the_slower_of_compute_and_memory_over_audio() -> None:
     rpi4 = load_target("rpi4")  # 96 GFLOP/s, 12.8 GB/s
-    work = Work(macs=48_000_000, weight_bytes=12_800_000, activation_bytes=0, kernel_calls=1)
+    work = Work(macs=48_000_000, weight_bytes=12_800_000, activation_bytes=0, kernel_calls=1,
+                kernel_macs={})
     e = estimate(rpi4, work, audio_seconds=0.64, precision="fp32")
     assert e.compute_seconds == pytest.approx(2 * 48e6 / 96e9)  # 1 ms
     assert e.memory_seconds == pytest.approx(1e-3)

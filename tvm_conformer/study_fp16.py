@@ -132,7 +132,9 @@ def build_artifacts(model: str | Path, out_dir: str | Path, quiet: bool = False)
         except UserError:
             fresh = False
         if not fresh:
-            compile_artifact(art, "host", model, opts=opts, quiet=quiet)
+            built = compile_artifact(art, "host", model, opts=opts, quiet=quiet)
+            if built["model"]["checkpoint_sha256"] != digest:  # builds of two checkpoints compare nothing
+                raise UserError(f"{model} changed while the study compiled it; rerun once it is final")
         arts[name] = art
     return arts
 

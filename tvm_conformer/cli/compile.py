@@ -96,9 +96,9 @@ def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> lis
     from tvm_conformer.build.artifact import LIB, WEIGHTS
     from tvm_conformer.model import ModelConfig
     from tvm_conformer.targets.checks import MARK
-    from tvm_conformer.targets.roofline import Work, chunk_seconds, estimate
+    from tvm_conformer.targets.roofline import chunk_seconds, estimate, manifest_work
 
-    bound = estimate(device, Work(**manifest["work"]),
+    bound = estimate(device, manifest_work(manifest, out),
                      chunk_seconds(ModelConfig(**manifest["model"]["config"])), precision)
     return [f"{device.name}-{precision}", "ok" if all(c.ok is not False for c in checks) else "FAIL",
             f"{manifest['compile_seconds']:.1f}",
@@ -108,7 +108,8 @@ def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compile each (target, precision); with several, go on after a failure and summarize."""
+    """Compile each (target, precision); with several, go on after a failure and summarize.
+    Exit 1 when a check or (with several builds) a build fails."""
     from tvm_conformer.targets.checks import format_table
 
     devices = _targets(args.target)
@@ -117,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
     builds = [(d, p) for d in devices for p in precisions]
     if len(builds) == 1:
         device, precision = builds[0]
-        _build(args, device, precision,
-               Path(args.out or REPO_DIR / "build" / f"{device.name}-{precision}"))
-        return 0
+        out = Path(args.out or REPO_DIR / "build" / f"{device.name}-{precision}")
+        _, checks = _build(args, device, precision, out)
+        return 1 if any(c.ok is False for c in checks) else 0
     root = Path(args.out or REPO_DIR / "build")
     rows, failed, t0 = [], 0, time.time()
     for device, precision in builds:
@@ -127,13 +128,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             rows.append(_row(device, precision, out, *_build(args, device, precision, out)))
         except UserError as exc:
-            rows.append([out.name, "FAIL", str(exc)])
+            rows.append([out.name, "FAIL", *["-"] * 5, str(exc)])
         except Exception as exc:  # a compiler bug in one build must not hide the others
             traceback.print_exc()
-            rows.append([out.name, "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"])
+            rows.append([out.name, "FAIL", *["-"] * 5,
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"])
         failed += rows[-1][1] == "FAIL"
     header = ["build", "result", "seconds", "MB", "kernels", "unscheduled",
-              "RTF >= (estimate)", "checks"]
+              "RTF >= (estimate)", "checks or error"]
     print(format_table([header, *rows]))
     print(f"{len(rows)} builds, {failed} failed, in {time.time() - t0:.0f} s; RTF >=: roofline "
           "lower bound (`tvm-conformer estimate`), not a measurement", file=sys.stderr)

@@ -37,15 +37,12 @@ def run(args: argparse.Namespace) -> int:
     if args.artifact:
         from tvm_conformer.build.artifact import read_manifest
         from tvm_conformer.model import ModelConfig
-        from tvm_conformer.targets.roofline import Work, chunk_seconds
+        from tvm_conformer.targets.roofline import chunk_seconds, manifest_work
 
         manifest = read_manifest(args.artifact, verify=False)
-        if "work" not in manifest:
-            raise UserError(f"{args.artifact} predates work counts in the manifest: rebuild it "
-                            "with `tvm-conformer compile`")
         device = load_target(args.target or manifest["target"]["name"])
         precision = manifest["pipeline"]["precision"]
-        work = Work(**manifest["work"])
+        work = manifest_work(manifest, args.artifact)
         audio = chunk_seconds(ModelConfig(**manifest["model"]["config"]))
         out = Path(args.json or Path(args.artifact) / "estimate.json")
     else:

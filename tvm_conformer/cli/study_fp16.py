@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="first N utterances only (default: all)")
     p.add_argument("--gains", nargs="+", default=[",".join(f"{g:g}" for g in DEFAULT_GAINS_DB)],
                    help="audio gains in dB, comma- or space-separated; write --gains=-40,-20,0 when the "
-                        "list starts with a minus (default: %(default)s)")
+                        f"list starts with a minus (default: {','.join(f'{g:g}' for g in DEFAULT_GAINS_DB)})")
     p.add_argument("--out", default="bench_results/fp16_study",
                    help="results directory; the builds are kept in OUT/artifacts (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="TVM threads per step (default: 1)")

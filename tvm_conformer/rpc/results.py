@@ -175,7 +175,7 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(records) + 2), sharey=True)
     for ax, name in zip(axes, ("device_ms", "invoke_ms"), strict=True):
         data = [[x for rec in r["recordings"] for x in rec[name]] or [np.nan] for r in records]
-        ax.boxplot(data, vert=False, whis=(5, 95), flierprops={"markersize": 2, "alpha": 0.4})
+        ax.boxplot(data, orientation="horizontal", whis=(5, 95), flierprops={"markersize": 2, "alpha": 0.4})
         ax.set_xscale("log")
         ax.set_xlabel(f"{name[:-3]} latency per chunk (ms), whiskers 5th-95th percentile")
         ax.set_title(DEFINITIONS[name], fontsize=8)

@@ -20,8 +20,10 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 
 from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.errors import UserError
 from tvm_conformer.model.config import ModelConfig
 from tvm_conformer.targets.registry import DeviceTarget
+from tvm_conformer.targets.vectorize import is_multiply_accumulate
 
 FRAME_SECONDS = 0.01  # fbank hop
 LABEL = "estimate (roofline lower bound), not a measurement"
@@ -35,10 +37,19 @@ class Work:
     weight_bytes: int  # each weight (parameter or constant) read once
     activation_bytes: int  # every other kernel input read, every kernel output written
     kernel_calls: int
+    kernel_macs: dict[str, int]  # kernel -> MACs over all its calls in one step (nonzero only)
 
     @property
     def bytes(self) -> int:
         return self.weight_bytes + self.activation_bytes
+
+
+def manifest_work(manifest: dict, art: str | Path) -> Work:
+    """The work `compile` recorded in an artifact's manifest."""
+    if "work" not in manifest:
+        raise UserError(f"{art} predates work counts in its manifest: rebuild it with "
+                        "`tvm-conformer compile`")
+    return Work(**manifest["work"])
 
 
 def _nbytes(ty: relax.Type) -> int:
@@ -47,25 +58,7 @@ def _nbytes(ty: relax.Type) -> int:
     if not isinstance(ty, relax.TensorType):
         return 0
     dtype = tvm.DataType(str(ty.dtype))
-    return math.prod(int(d) for d in ty.shape.values) * (dtype.bits * dtype.lanes + 7) // 8
-
-
-def _is_mac(block: s_tir.SBlock) -> bool:
-    """`C[i] = C[i] + (A * B)`, casts allowed: a reduction block that multiplies and adds."""
-    body = block.body
-    if block.init is None or not isinstance(body, tirx.BufferStore):
-        return False
-    value = body.value
-    if not isinstance(value, tirx.Add):
-        return False
-    for acc, term in ((value.a, value.b), (value.b, value.a)):
-        while isinstance(term, tirx.Cast):
-            term = term.value
-        if isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(body.buffer) and isinstance(
-            term, tirx.Mul
-        ):
-            return True
-    return False
+    return math.prod(int(d) for d in ty.shape.values) * ((dtype.bits * dtype.lanes + 7) // 8)
 
 
 def kernel_macs(func: tirx.PrimFunc) -> int:
@@ -74,7 +67,7 @@ def kernel_macs(func: tirx.PrimFunc) -> int:
 
     def visit(block: s_tir.SBlock) -> None:
         nonlocal total
-        if _is_mac(block):
+        if is_multiply_accumulate(block):
             total += math.prod(int(iv.dom.extent) for iv in block.iter_vars)
 
     tvm_ffi.structural_walk(func.body, [(s_tir.SBlock, visit)], order="post")
@@ -88,22 +81,26 @@ def count_work(mod: tvm.IRModule) -> Work:
     n_inputs = int(main.attrs["num_input"]) if "num_input" in (main.attrs or {}) else len(main.params)
     weights = list(main.params[n_inputs:])
     call_tir = tvm.ir.Op.get("relax.call_tir")
-    macs = activations = calls = 0
+    activations = calls = 0
     read_weights: dict[relax.Expr, int] = {}
+    per_kernel: dict[str, int] = {}
     for block in main.body.blocks:
         for binding in block.bindings:
             call = binding.value
             if not (isinstance(call, relax.Call) and call.op.same_as(call_tir)):
                 continue
             calls += 1
-            macs += kernel_macs(mod[call.args[0]])
+            name = call.args[0].name_hint
+            if macs := kernel_macs(mod[call.args[0]]):
+                per_kernel[name] = per_kernel.get(name, 0) + macs
             for arg in call.args[1].fields:
                 if isinstance(arg, tvm.ir.Constant) or any(arg.same_as(w) for w in weights):
                     read_weights[arg] = _nbytes(arg.ty)
                 else:
                     activations += _nbytes(arg.ty)
             activations += _nbytes(binding.var.ty)
-    return Work(macs, sum(read_weights.values()), activations, calls)
+    return Work(sum(per_kernel.values()), sum(read_weights.values()), activations, calls,
+                per_kernel)
 
 
 def model_work(

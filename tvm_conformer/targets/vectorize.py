@@ -5,15 +5,17 @@ any fp32 loop for 32-bit Arm NEON (not IEEE-exact), and the Hexagon backend vect
 on its own. So the rule vectorizes explicitly, along the innermost spatial axis:
 
 - injective blocks (elementwise, broadcast, concatenate, transpose): that axis as it is;
-- reduction blocks (matmul, convolution) whose innermost spatial axis is the last index of every
-  buffer it touches: that axis moved inside the reduction loops, so each step is a broadcast
-  multiply-add over a contiguous row, e.g. C[i, j:j+L] += A[i, k] * B[k, j:j+L].
+- reduction blocks: that axis moved inside the reduction loops, so each step of a matmul is a
+  broadcast multiply-add over a contiguous row, C[i, j:j+L] += A[i, k] * B[k, j:j+L]. Sums of
+  products are taken even where the lanes gather (a convolution that reduces along the
+  contiguous axis); other reductions only when the lanes are contiguous.
 
-Functions with any other block (row reductions of softmax and LayerNorm) are left to the next rule.
+Functions with a row sum (softmax, LayerNorm) are left to the next rule.
 """
 
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import (
@@ -26,32 +28,45 @@ from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
 
-def _lanes(extent: int, max_lanes: int) -> int | None:
-    """The most lanes, up to `max_lanes`, that divide `extent`, a power of two: odd-sized
-    vectors (20 lanes of a bool-masked select) kept the Hexagon backend busy for over 10 minutes."""
-    lanes = min(extent & -extent, max_lanes)  # extent & -extent: its largest power-of-two factor
-    return lanes if lanes >= 2 else None
-
-
 def _innermost_spatial(info: SBlockInfo):  # noqa: ANN202 - dlight IterInfo
     return [it for it in info.iters if it.kind == "S"][-1]
 
 
+def is_multiply_accumulate(block: s_tir.SBlock) -> bool:
+    """`C[i] = C[i] + A * B` (casts allowed): a reduction block that multiplies and adds."""
+    body = block.body
+    if block.init is None or not isinstance(body, tirx.BufferStore):
+        return False
+    value = body.value
+    if not isinstance(value, tirx.Add):
+        return False
+    for acc, term in ((value.a, value.b), (value.b, value.a)):
+        while isinstance(term, tirx.Cast):
+            term = term.value
+        if (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(body.buffer)
+                and isinstance(term, tirx.Mul)):
+            return True
+    return False
+
+
 def _supported(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
-    """Injective, or a reduction whose innermost spatial axis indexes only the last dimension of
-    every buffer it touches (a vector along it is then a row, never a gather across rows)."""
+    """Injective; a sum of products (SIMD multiply-adds pay even where lanes gather); or another
+    reduction whose innermost spatial axis indexes only the innermost non-unit dimension of every
+    buffer it touches (else a vector would gather across rows: the row sums of LayerNorm and
+    softmax, which the next rule takes)."""
     kinds = info.dom_kind()
     if "O" in kinds or "S" not in kinds:
         return False
-    if info.is_injective():
-        return True
     block = sch.get(info.block_rv)
+    if info.is_injective() or is_multiply_accumulate(block):
+        return True
     var = _innermost_spatial(info).var
-    return not any(
-        var in collect_vars_used_in_prim_expr(dim.min)
-        for region in [*block.reads, *block.writes]
-        for dim in region.region[:-1]
-    )
+    for region in [*block.reads, *block.writes]:
+        shape = [int(d) if isinstance(d, tirx.IntImm) else -1 for d in region.source.shape]
+        last = max((i for i, d in enumerate(shape) if d != 1), default=0)
+        if any(var in collect_vars_used_in_prim_expr(dim.min) for dim in region.region[:last]):
+            return False
+    return True
 
 
 class VectorizeInnermost(dl.ScheduleRule):
@@ -77,29 +92,46 @@ class VectorizeInnermost(dl.ScheduleRule):
         if not all(_supported(sch, info) for info in infos):
             return None
         vector_bits = self.vector_bits or llvm_get_vector_width(target)
-        lanes = [self._block_lanes(sch, info, vector_bits) for info in infos]
-        if not any(lanes):
+        plans = [self._plan(sch, info, vector_bits) for info in infos]
+        if not any(plans):
             return None
-        for info, n in zip(infos, lanes, strict=True):
-            if n:
-                self._vectorize(sch, info, n)
+        for info, plan in zip(infos, plans, strict=True):
+            if plan:
+                self._vectorize(sch, info, plan)
         return sch
 
     @staticmethod
-    def _block_lanes(sch: s_tir.Schedule, info: SBlockInfo, vector_bits: int) -> int | None:
-        extent = _innermost_spatial(info).dom
+    def _plan(sch: s_tir.Schedule, info: SBlockInfo, vector_bits: int) -> tuple[int, int] | None:
+        """(trailing spatial loops to fuse, lanes): one loop, or more when its extent has no
+        power-of-two factor (a 19-wide plane: fused with the rows above it); None: scalar."""
         bits = sch.get(info.block_rv).writes[0].source.dtype.bits
-        if not isinstance(extent, int) or bits < 8:  # dynamic shape; bool masks
+        if bits < 8:  # bool masks
             return None
-        return _lanes(extent, vector_bits // bits)
+        max_lanes = vector_bits // bits
+        iters = info.iters
+        spatial = [i for i, it in enumerate(iters) if it.kind == "S"]
+        # lanes beyond the innermost axis gather: only for blocks that are not row reductions
+        mac = info.is_injective() or is_multiply_accumulate(sch.get(info.block_rv))
+        extent = 1
+        for k in range(1, len(spatial) + 1 if mac else 2):
+            dom = iters[spatial[-k]].dom
+            if not isinstance(dom, int) or (k > 1 and spatial[-k] + 1 != spatial[-k + 1]):
+                return None  # dynamic shape; a reduction loop between the spatial ones
+            extent *= dom
+            lanes = min(extent & -extent, max_lanes)  # its largest power-of-two factor, capped
+            if lanes >= min(4, max_lanes):
+                return k, lanes
+        return None
 
     @staticmethod
-    def _vectorize(sch: s_tir.Schedule, info: SBlockInfo, lanes: int) -> None:
+    def _vectorize(sch: s_tir.Schedule, info: SBlockInfo, plan: tuple[int, int]) -> None:
+        fused, lanes = plan
         spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
         reduce = [it.loop_rv for it in info.iters if it.kind == "R"]
-        outer, vec = sch.split(spatial[-1], factors=[None, lanes])
+        inner = sch.fuse(*spatial[-fused:]) if fused > 1 else spatial[-1]
+        outer, vec = sch.split(inner, factors=[None, lanes])
         if reduce:
-            sch.reorder(*spatial[:-1], outer, *reduce, vec)
+            sch.reorder(*spatial[:-fused], outer, *reduce, vec)
         sch.vectorize(vec)
         if reduce:  # the zero-fill before the reduction loops keeps the vector loop
             sch.decompose_reduction(info.block_rv, reduce[0])

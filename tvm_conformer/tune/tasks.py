@@ -75,7 +75,7 @@ def kernel_groups(func: tirx.PrimFunc) -> frozenset[str]:
             groups.add("conv")
             if reads_one_channel(block) and int(operands(block)[0].source.shape[1]) > 1:
                 groups.add("depthwise")  # one input channel (the first conv) is not depthwise
-        if _is_batched_matmul(block) or name.startswith("T_softmax"):
+        if _is_batched_matmul(block) or name == "T_softmax_norm":  # not the CTC's log_softmax
             groups.add("attention")
     return frozenset(groups)
 
