@@ -240,7 +240,9 @@ def artifacts(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory): 
 @pytest.mark.parametrize("target", [*CROSS, "host"])
 def test_cross_compiled_artifact_passes_every_check(artifacts, target: str, precision: str) -> None:  # noqa: ANN001
     results = {r.name: r for r in check_artifact(artifacts(target, precision))}
-    assert all(r.ok for r in results.values()), results
+    skipped = {"neon"} if (target, precision) == ("armv7-a7", "fp16") else set()
+    assert {n for n, r in results.items() if r.ok is None} == skipped, results
+    assert all(r.ok for n, r in results.items() if n not in skipped), results
     family = load_target(target).family
     expected = {"cpu": {"neon"} if target != "host" else set(), "hexagon": {"hvx"},
                 "mali": {"opencl"}}[family]
@@ -312,7 +314,7 @@ def test_count_work_of_the_model_agrees_with_the_relax_graph_count(tiny_fused: t
     from tvm_conformer.bench.macs import step_macs
 
     cfg = load_checkpoint(tiny_checkpoint)[0].cfg
-    assert count_work(tiny_fused).macs == sum(step_macs(cfg).values())
+    assert count_work(tiny_fused).macs == step_macs(cfg)["total"]
 
 
 def test_kernel_macs_ignores_reductions_that_do_not_multiply() -> None:

@@ -15,12 +15,21 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions, tvm_conformer_pipeline
+from tvm_conformer.errors import UserError
 from tvm_conformer.frontend import import_step
 from tvm_conformer.model import ConformerASR, ModelConfig, load_checkpoint
+from tvm_conformer.passes import by_name
 from tvm_conformer.passes.report import graph_report
 from tvm_conformer.targets import load_target
 
 ATOL = 1e-4
+
+
+def test_every_graph_pass_name_resolves_and_an_unknown_one_is_a_user_error() -> None:
+    for name in GRAPH_PASSES:
+        assert isinstance(by_name(name), tvm.transform.Pass)
+    with pytest.raises(UserError, match="unknown graph pass 'fold'.*layout, einsum, fuse"):
+        by_name("fold")
 
 
 def test_report_counts_kernels_copies_views_and_bytes() -> None:

@@ -56,7 +56,8 @@ def _tensor_bytes(ty: relax.Type) -> int:
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return 0
     dtype = tvm.runtime.DataType(str(ty.dtype))
-    return math.prod(int(d) for d in ty.shape.values) * dtype.bits * dtype.lanes // 8
+    item = (dtype.bits + 7) // 8 * dtype.lanes  # a bool takes a byte in memory
+    return math.prod(int(d) for d in ty.shape.values) * item
 
 
 def _is_view(binding: relax.VarBinding, func: tvm.tirx.PrimFunc) -> bool:

@@ -102,9 +102,13 @@ def _model(record: dict[str, Any]) -> str:
 
 
 def _status(record: dict[str, Any]) -> str:
-    if record["error"]:
-        return f"{'PARTIAL' if record['partial'] else 'FAILED'}: {record['error']}"
-    return "ok"
+    """"ok", or why the run stopped before its end."""
+    return f"PARTIAL: {record['error'] or 'interrupted'}" if record["partial"] else "ok"
+
+
+def _cell(text: str) -> str:
+    """`text` safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
 
 
 def format_run(record: dict[str, Any]) -> str:
@@ -158,7 +162,7 @@ def table(records: list[dict[str, Any]]) -> str:
             f"{s['chunks']} | {_f(s['rtf'], '.4f')} | {_spread(s['device_ms'])} | "
             f"{_spread(s['invoke_ms'])} | {_f(s['first_chunk_ms'], '.2f')} | "
             f"{r['load_s']['total_s']:.2f} | {r['artifact']['lib_mb'] + r['artifact']['weights_mb']:.2f} | "
-            f"{_f(c and c['max_abs_logp_diff'], '.1e')} | {_status(r)} |")
+            f"{_f(c and c['max_abs_logp_diff'], '.1e')} | {_cell(_status(r))} |")
     return "\n".join(lines)
 
 
@@ -171,7 +175,8 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
 
     path = Path(path)
     names = [f"#{i} {r['device']['key']} {r['artifact']['manifest']['target']['name']}"
-             + (" [EMULATION]" if r["device"]["emulated"] else "") for i, r in enumerate(records, 1)]
+             + (" [EMULATION]" if r["device"]["emulated"] else "")
+             + (" [PARTIAL]" if r["partial"] else "") for i, r in enumerate(records, 1)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(records) + 2), sharey=True)
     for ax, name in zip(axes, ("device_ms", "invoke_ms"), strict=True):
         data = [[x for rec in r["recordings"] for x in rec[name]] or [np.nan] for r in records]

@@ -487,12 +487,12 @@ def bench_rpc(
                         f"the device's output differs from the host's on {path.name}: max "
                         f"|dlogp| {c['max_abs_logp_diff']:.2e} (tolerance {TOLERANCE:g}), "
                         f"transcripts {'equal' if c['same_text'] else 'differ'}: the build for "
-                        f"{manifest['target']['name']} is wrong; see {results}"
+                        f"{manifest['target']['name']} computes something else"
                     )
         record["partial"] = False
     except UserError as exc:
         record["error"] = str(exc)
-        raise
+        raise type(exc)(f"{exc}; the run so far is in {results} (partial)") from None
     finally:
         record["summary"] = summarize(record["recordings"])
         append_result(results, record)

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import soxr
 
 from tvm_conformer.audio.features import SAMPLE_RATE, StreamingFbank
-from tvm_conformer.audio.wav import resample
 from tvm_conformer.decode.ctc import ctc_greedy, ctc_prefix_beam_search
 from tvm_conformer.model.subsampling import subsampled_length
 from tvm_conformer.model.tokenizer import CharTokenizer
@@ -39,20 +39,32 @@ class Stream:
     log_probs: list[np.ndarray] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
 
+    resampler: soxr.ResampleStream | None = None  # stateful: pieces join without edge effects
+    input_rate: int = SAMPLE_RATE
+
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
+        """Append float samples in [-1, 1] at `sample_rate` (one rate per stream)."""
         samples = np.asarray(samples, dtype=np.float32)
-        if sample_rate != SAMPLE_RATE:
-            samples = resample(samples, sample_rate, SAMPLE_RATE)
+        if self.samples_seen == 0 and self.resampler is None and sample_rate != SAMPLE_RATE:
+            self.input_rate = sample_rate
+            self.resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, "float32", "HQ")
+        if sample_rate != self.input_rate:
+            raise ValueError(f"stream started at {self.input_rate} Hz, got {sample_rate} Hz")
         self.samples_seen += len(samples)
+        if self.resampler is not None:
+            samples = self.resampler.resample_chunk(samples)
         self.fbank.accept_waveform(SAMPLE_RATE, samples)
 
     def input_finished(self) -> None:
+        if self.resampler is not None:
+            self.fbank.accept_waveform(SAMPLE_RATE, self.resampler.resample_chunk(
+                np.zeros(0, np.float32), last=True))
         self.fbank.input_finished()
         self.finished = True
 
     @property
     def audio_seconds(self) -> float:
-        return self.samples_seen / SAMPLE_RATE
+        return self.samples_seen / self.input_rate
 
 
 DECODINGS = ("greedy", "beam", "rescore")

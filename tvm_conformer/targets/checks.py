@@ -147,6 +147,9 @@ def check_artifact(art_dir: str | Path) -> list[CheckResult]:
         results.append(check_opencl(art / OPENCL_SOURCE))
     elif target["family"] == "hexagon":
         results.append(check_simd(lib, "HVX", _HVX, _HVX_DISASM, kernel_macs))
+    elif machine == "ARM" and manifest["pipeline"]["precision"] == "fp16":
+        results.append(CheckResult("neon", None, "fp16 on 32-bit Arm: no half-precision "
+                                   "arithmetic, LLVM computes each element in scalar VFP"))
     elif machine in ("AArch64", "ARM"):
         neon = _NEON_A64 if machine == "AArch64" else _NEON_A32
         results.append(check_simd(lib, "NEON", neon, [], kernel_macs))

@@ -16,6 +16,7 @@ Functions with a row sum (softmax, LayerNorm) are left to the next rule.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import (
@@ -33,7 +34,8 @@ def _innermost_spatial(info: SBlockInfo):  # noqa: ANN202 - dlight IterInfo
 
 
 def is_multiply_accumulate(block: s_tir.SBlock) -> bool:
-    """`C[i] = C[i] + A * B` (casts allowed): a reduction block that multiplies and adds."""
+    """`C[i] = C[i] + A * B` (casts allowed): a reduction block that multiplies two operands
+    and adds (a sum of squares, LayerNorm's variance, is not one)."""
     body = block.body
     if block.init is None or not isinstance(body, tirx.BufferStore):
         return False
@@ -44,7 +46,7 @@ def is_multiply_accumulate(block: s_tir.SBlock) -> bool:
         while isinstance(term, tirx.Cast):
             term = term.value
         if (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(body.buffer)
-                and isinstance(term, tirx.Mul)):
+                and isinstance(term, tirx.Mul) and not tvm_ffi.structural_equal(term.a, term.b)):
             return True
     return False
 
@@ -102,26 +104,30 @@ class VectorizeInnermost(dl.ScheduleRule):
 
     @staticmethod
     def _plan(sch: s_tir.Schedule, info: SBlockInfo, vector_bits: int) -> tuple[int, int] | None:
-        """(trailing spatial loops to fuse, lanes): one loop, or more when its extent has no
-        power-of-two factor (a 19-wide plane: fused with the rows above it); None: scalar."""
+        """(trailing spatial loops to fuse, lanes): one loop, or more until their extent has a
+        power-of-two factor of half a register (a 19-wide plane: fused with the rows above it;
+        LLVM's Hexagon backend emits no HVX for a 4-lane vector); None: scalar."""
         bits = sch.get(info.block_rv).writes[0].source.dtype.bits
         if bits < 8:  # bool masks
             return None
         max_lanes = vector_bits // bits
+        wanted = max(min(4, max_lanes), max_lanes // 2)
         iters = info.iters
         spatial = [i for i, it in enumerate(iters) if it.kind == "S"]
         # lanes beyond the innermost axis gather: only for blocks that are not row reductions
-        mac = info.is_injective() or is_multiply_accumulate(sch.get(info.block_rv))
-        extent = 1
-        for k in range(1, len(spatial) + 1 if mac else 2):
+        gather_ok = info.is_injective() or is_multiply_accumulate(sch.get(info.block_rv))
+        plan, extent = None, 1
+        for k in range(1, len(spatial) + 1 if gather_ok else 2):
             dom = iters[spatial[-k]].dom
             if not isinstance(dom, int) or (k > 1 and spatial[-k] + 1 != spatial[-k + 1]):
-                return None  # dynamic shape; a reduction loop between the spatial ones
+                break  # dynamic shape; a reduction loop between the spatial ones
             extent *= dom
             lanes = min(extent & -extent, max_lanes)  # its largest power-of-two factor, capped
-            if lanes >= min(4, max_lanes):
-                return k, lanes
-        return None
+            if lanes >= min(4, max_lanes) and (plan is None or lanes > plan[1]):
+                plan = (k, lanes)
+            if lanes >= wanted:
+                break
+        return plan
 
     @staticmethod
     def _vectorize(sch: s_tir.Schedule, info: SBlockInfo, plan: tuple[int, int]) -> None:

@@ -57,8 +57,8 @@ def kernel_variants(task: Task, family: str, target, db) -> dict:  # noqa: ANN00
 
     with target:
         ruled = family_rules(family)(task.mod)
-    best = db.query_schedule(task.mod, target, workload_name="main") if db else None
-    return {"untuned": task.mod, "schedules": ruled, "tuned": best.mod if best else None}
+    best = db.query_schedule(task.mod, target, workload_name="main")
+    return {"untuned": task.mod, "schedules": ruled, "tuned": None if best is None else best.mod}
 
 
 def random_args(task: Task) -> list:
@@ -72,24 +72,26 @@ def random_args(task: Task) -> list:
 
 
 def kernel_report(
-    device: DeviceTarget, model: str | Path, log_dir: Path, opts: PipelineOptions,
+    device: DeviceTarget, model: str | Path, log_dir: Path, opts: PipelineOptions, threads: int,
     rounds: int = 20,
 ) -> list[KernelRow]:
-    """Every kernel of the step, heaviest (schedules-only) first."""
+    """Every kernel of the step on `threads` threads, heaviest (schedules-only) first."""
     from tvm.s_tir import meta_schedule as ms
 
+    from tvm_conformer.runtime.tvm_backend import set_threads
     from tvm_conformer.tune.tuner import records_per_task
 
+    set_threads(threads)
     tasks = extract_tasks(model, device, opts)
     target = device.tvm()
-    db = ms.database.JSONDatabase(work_dir=str(log_dir)) if (log_dir / tdb.RECORDS).is_file() else None
-    trials = records_per_task(db, tasks) if db else {}
+    db = ms.database.JSONDatabase(work_dir=str(log_dir))
+    trials = records_per_task(db, tasks)
     rows = []
     for task in tasks:
         mods, args = kernel_variants(task, opts.family, target, db), random_args(task)
         us = {v: (_median_us(mods[v], args, target, rounds) if mods[v] else None) for v in VARIANTS}
         rows.append(KernelRow(task.name, task.weight, sorted(task.groups), us,
-                              len(trials.get(task.name, []))))
+                              len(trials[task.name])))
     return sorted(rows, key=lambda r: -r.step_us("schedules"))
 
 
@@ -102,7 +104,7 @@ def _build(out: Path, device: DeviceTarget, model: str | Path, opts: PipelineOpt
 
 def model_report(
     device: DeviceTarget, model: str | Path, log_dir: Path, opts: PipelineOptions,
-    recording: str | Path = DEFAULT_RECORDING, threads: int | None = None, rounds: int = 3,
+    recording: str | Path, threads: int, rounds: int = 3,
 ) -> dict:
     """Per-chunk latency of the whole step for each build and PyTorch eager, interleaved."""
     from tvm_conformer.audio.wav import load_audio
@@ -111,7 +113,6 @@ def model_report(
     from tvm_conformer.runtime.recognizer import OnlineRecognizer
     from tvm_conformer.runtime.tvm_backend import TVMBackend
 
-    threads = threads or device.threads
     builds = {"untuned": dataclasses.replace(opts, schedules=False, database=None),
               "schedules": dataclasses.replace(opts, database=None),
               "tuned": dataclasses.replace(opts, database=str(log_dir))}
@@ -148,7 +149,8 @@ def report(
     threads: int | None = None, kernels: bool = True,
 ) -> dict:
     """Kernel table and whole-model latencies for the database in `log_dir` (default
-    `tuning_logs/<target>`), measured here: targets that run on this machine only."""
+    `tuning_logs/<target>`), measured here (targets that run on this machine only) on `threads`
+    threads (default: as many as the database was measured with)."""
     from tvm_conformer.tune.tuner import runs_here
 
     device = load_target(target) if isinstance(target, str) else target
@@ -162,11 +164,12 @@ def report(
     tdb.check_database(log_dir)
     opts = PipelineOptions(**{**PipelineOptions(family=device.family).to_dict(),
                               **manifest["pipeline"], "passes": tuple(manifest["pipeline"]["passes"])})
+    threads = threads or manifest["threads"]
     out: dict = {"target": device.name, "log_dir": str(log_dir), "device": manifest["target"]["device"],
                  "trials": manifest["trials"], "tuning_wall_seconds": manifest["wall_seconds"],
                  "tuning_threads": manifest["threads"]}
     if kernels:
-        rows = kernel_report(device, model, log_dir, opts)
+        rows = kernel_report(device, model, log_dir, opts, threads)
         out["kernels"] = [dataclasses.asdict(r) for r in rows]
         out["kernel_ms_per_step"] = {v: round(sum(r.step_us(v) for r in rows) / 1e3, 3)
                                      for v in VARIANTS}
