@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", help="artifact to profile (default: the benchmark model built "
                                       "for the host with schedules, cached); with --rpc-key: the "
                                       "build to deploy, or where to compile it for --target "
-                                      "(default: build/rpc/TARGET)")
+                                      "(default: build/TARGET-fp32)")
     p.add_argument("--steps", type=int, default=30, help="steps to profile (default: 30)")
     # --- on a device over TVM RPC (rpc/runner.py) ---
     p.add_argument("--rpc-key", help="run on the device registered under this key at the tracker "

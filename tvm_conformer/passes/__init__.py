@@ -27,7 +27,18 @@ def by_name(name: str) -> tvm.transform.Pass:
 
 def fp16_passes(numerics: bool = True) -> list[tvm.transform.Pass]:
     """fp32 -> fp16 with (numerics=True) the MAD pre-normalized LayerNorm and the conditional
-    softmax rescaling, or (numerics=False) plain fp16, the build whose failure they fix."""
+    softmax rescaling, or (numerics=False) plain fp16, the build whose failure they fix.
+
+    Accumulation is fp16 everywhere, by choice: matmul and conv accumulate in fp16 (out_dtype
+    float16), and so do the sums of LayerNorm, softmax and log_softmax; only the step's inputs and
+    outputs are fp32, cast at the boundary. That is what fp16 SIMD units compute without widening,
+    and the worst case for range, which the numerics passes are proven (their docstrings) and
+    measured (`tvm-conformer study-fp16`) to survive; it costs precision only: on the shipped model
+    the fp16 log-probs stay within ~0.2 of fp32 at audio gains from -40 to +100 dB, with the same
+    WER within 0.2 points. Plain fp16 computes LayerNorm as mean/variance: once a row's squared
+    deviations sum past 65504 the variance is inf, the normalized row 0, and LayerNorm returns
+    beta, so its failure is finite garbage (from +30..40 dB of gain on the shipped model), not NaN.
+    """
     from tvm_conformer.passes.pre_normalize_layer_norm import PreNormalizeLayerNorm
     from tvm_conformer.passes.rescale_softmax import RescaleSoftmax
     from tvm_conformer.passes.to_fp16 import to_fp16

@@ -1,9 +1,9 @@
 """Deploy an artifact to a device over TVM RPC, run the streaming step there, benchmark it.
 
-    backend = make_rpc_backend("build/rpc/wearable-a55", "qemu-cortex-a55", "127.0.0.1:9190")
+    backend = make_rpc_backend("build/wearable-a55-fp32", "qemu-cortex-a55", "127.0.0.1:9190")
     rec = OnlineRecognizer(backend)  # features and CTC decoding on the host, the step on the device
 
-    record = bench_rpc("build/rpc/wearable-a55", "qemu-cortex-a55")  # appended to the results
+    record = bench_rpc("build/wearable-a55-fp32", "qemu-cortex-a55")  # appended to the results
 
 The device is requested from a tracker. Its architecture is compared with the artifact's before
 anything is uploaded; the library is uploaded and loaded, the weights are uploaded once, and the
@@ -53,7 +53,6 @@ from tvm_conformer.runtime.tvm_backend import TVMBackend
 
 DEFAULT_TRACKER = "127.0.0.1:9190"
 DEFAULT_TIMEOUT_S = 120.0
-RPC_BUILD_DIR = REPO_DIR / "build" / "rpc"  # default place of `bench --target NAME` builds
 TOLERANCE = 1e-4  # max |log-prob difference| allowed between the device and the host
 EMULATION_LABEL = "emulation (qemu), not device timings"
 DEVICE_LABEL = "device timings"
@@ -504,16 +503,19 @@ def artifact_for(target: str | None, artifact: str | Path | None, model: str | P
                  progress: bool = True) -> Path:
     """The artifact to deploy: `artifact` if it holds one (built for `target` when given), else
     one compiled for `target` from `model` (default: the shipped checkpoint) into `artifact`
-    (default build/rpc/TARGET); a build there of the same checkpoint, target and TVM is reused."""
+    (default build/TARGET-fp32, where `tvm-conformer compile --target TARGET` puts it) with
+    that command's defaults; a build there of the same checkpoint, target and TVM is reused."""
     import tvm
 
     from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
+    from tvm_conformer.targets import load_target
 
     if target is None:
         if artifact is None:
             raise UserError("pass --target NAME (compiled for it) or --artifact DIR (a build)")
         return Path(artifact)
-    out = Path(artifact) if artifact else RPC_BUILD_DIR / target
+    out = Path(artifact) if artifact else REPO_DIR / "build" / f"{target}-fp32"
     checkpoint = Path(model or DEFAULT_CHECKPOINT)
     if (out / MANIFEST).is_file():
         manifest = read_manifest(out)
@@ -524,8 +526,10 @@ def artifact_for(target: str | None, artifact: str | Path | None, model: str | P
         if (built_for == target and manifest["tvm_version"] == tvm.__version__
                 and (not checkpoint.is_file()
                      or sha256_file(checkpoint) == manifest["model"]["checkpoint_sha256"])):
-            say(progress, f"using the build in {out} ({manifest['created']})")
+            say(progress, f"using the build in {out} ({manifest['created']}; delete it to rebuild)")
             return out
     say(progress, f"compiling {checkpoint} for {target} into {out}")
-    compile_artifact(out, target, checkpoint)
+    device = load_target(target)
+    compile_artifact(out, device, checkpoint,
+                     opts=PipelineOptions(family=device.family, passes=GRAPH_PASSES))
     return out

@@ -1,11 +1,12 @@
 """`tune`: MetaSchedule on the pipeline's kernels, one task at a time, here or on a device.
 
-Each task gets an XGBoost cost model (shared by the session), evolutionary search over
-MetaSchedule's design space plus the family's hand-written schedule (`schedules/<family>.py`,
-its tiles made tunable), a builder that links every candidate the way `compile` does (cross
-g++ or ld.lld, `tvm_conformer.build.link`), and a runner: this machine, or a device behind an
-RPC tracker. Records are appended to the JSON database as they are measured, so an interrupted
-run keeps them; `resume` skips tasks that have their trials and tops up the others.
+Each task first gets its hand-written schedule (`schedules/<family>.py`) measured and recorded,
+then evolutionary search, guided by an XGBoost cost model shared by the session, over
+MetaSchedule's design space joined with that schedule's tunable variant (tiles sampled). A
+builder links every candidate the way `compile` does (cross g++ or ld.lld,
+`tvm_conformer.build.link`); the runner is this machine or a device behind an RPC tracker.
+Records are appended to the JSON database as they are measured, so an interrupted run keeps
+them; `resume` skips tasks that have their trials and tops up the others.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import functools
 import logging
 import os
 import platform
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,6 +116,27 @@ def design_space(task: Task, rules: list, target: tvm.target.Target) -> ms.Space
     return "post-order-apply"
 
 
+def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder: ms.builder.Builder,
+                    runner: ms.runner.Runner, db: ms.database.Database) -> bool:
+    """Measures the family's hand-written schedule of `task` and records it, so the search
+    starts from it and the database keeps it if nothing measured beats it. False: no rule."""
+    func = task.mod["main"]
+    sch = next((s for r in rules if (s := r.apply(func, target, False)) is not None), None)
+    if sch is None:
+        return False
+    args = ms.arg_info.ArgInfo.from_prim_func(func)
+    [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    run_secs = None
+    if built.error_msg is None:
+        [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, target.kind.name, args)])
+        result = future.result()
+        run_secs = None if result.error_msg else result.run_secs
+        shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
+    db.commit_tuning_record(
+        ms.database.TuningRecord(sch.trace, db.commit_workload(task.mod), run_secs, target, args))
+    return True
+
+
 def _mean_seconds(result: ms.runner.RunnerResult) -> float:
     if result.error_msg or not result.run_secs:
         return FAILED_SECONDS
@@ -163,6 +188,39 @@ def _measuring_threads(threads: int) -> Iterator[None]:
             os.environ.pop("TVM_NUM_THREADS")
         else:
             os.environ["TVM_NUM_THREADS"] = old
+
+
+@contextlib.contextmanager
+def _clean_interrupt() -> Iterator[None]:
+    """Ctrl-C while MetaSchedule runs reaches Python inside a callback and comes back as a
+    RuntimeError: turn it into KeyboardInterrupt, and stop the builder/runner workers started
+    meanwhile (interpreter exit would wait for their jobs)."""
+    import psutil
+
+    started = time.time()
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except BaseException:
+        if not interrupted:
+            raise
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if (child.create_time() >= started - 1
+                        and "tvm.exec.popen_worker" in " ".join(child.cmdline())):
+                    child.kill()
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _task_logger(log_dir: Path, task: Task) -> logging.Logger:
@@ -271,11 +329,16 @@ def tune(
 
     finished: set[str] = set()
     try:
-        with _measuring_threads(threads):
+        with _clean_interrupt(), _measuring_threads(threads):
             for i, task in enumerate(todo):
                 remaining = trials - len(done[task.name])
                 bar = tqdm(total=remaining, desc=f"[{i + 1}/{len(todo)}] {task.name[:40]}",
                            unit="trial", position=1, leave=False, disable=not progress)
+                if not done[task.name] and seed_with_rules(task, rules, target_tvm, builder,
+                                                           runner, db):
+                    bar.update(1)
+                    total.update(1)
+                    remaining -= 1
                 ctx = ms.TuneContext(
                     mod=task.mod, target=target_tvm,
                     space_generator=design_space(task, rules, target_tvm),
@@ -285,15 +348,17 @@ def tune(
                     rand_state=-1 if seed is None else seed, num_threads=os.cpu_count() or 1,
                 ).clone()
                 try:
-                    ms.tune_tasks(
-                        tasks=[ctx], task_weights=[1.0], work_dir=str(log_dir),
-                        max_trials_global=remaining, max_trials_per_task=remaining,
-                        num_trials_per_iter=min(remaining, trials_per_round),
-                        builder=builder, runner=runner, database=db, cost_model=cost_model,
-                        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                           _Progress(bar, total)],
-                        task_scheduler="round-robin",
-                    )
+                    if remaining > 0:
+                        ms.tune_tasks(
+                            tasks=[ctx], task_weights=[1.0], work_dir=str(log_dir),
+                            max_trials_global=remaining, max_trials_per_task=remaining,
+                            num_trials_per_iter=min(remaining, trials_per_round),
+                            builder=builder, runner=runner, database=db, cost_model=cost_model,
+                            measure_callbacks=[
+                                *ms.measure_callback.MeasureCallback.create("default"),
+                                _Progress(bar, total)],
+                            task_scheduler="round-robin",
+                        )
                 finally:
                     bar.close()
                 record(task, finished=True)
