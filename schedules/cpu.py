@@ -104,6 +104,11 @@ class DepthwiseConv(ScheduleRule):
     channel): parallel over channels, window unrolled, the output row vectorized."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        # Only where it was shown exact: on aarch64 (qemu, cortex-a72/a76) the scheduled
+        # stride-2 subsampling conv2d came out wrong (tests/test_rpc_runner.py), cause unknown.
+        triple = str(target.attrs.get("mtriple", ""))
+        if triple and not triple.startswith("x86"):
+            return None
         found = _anchor(func, target)
         if found is None:
             return None
