@@ -102,6 +102,11 @@ def test_compile_reports_checks_and_estimates(capsys: pytest.CaptureFixture, tmp
     saved = json.loads((art / "estimate.json").read_text())
     assert saved["target"] == "rpi4" and saved["macs"] == manifest["work"]["macs"] > 0
     assert saved["rtf_lower_bound"] > 0
+    # counted from the checkpoint with the default graph passes: they change no arithmetic
+    out = tmp_path / "estimate.json"
+    assert main(["estimate", "--target", "rpi4", "--model", str(tiny_checkpoint),
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["macs"] == manifest["work"]["macs"]
 
 
 @pytest.mark.slow

@@ -30,7 +30,9 @@ from tvm_conformer.targets.roofline import Work, count_work, estimate, kernel_ma
 from tvm_conformer.targets.vectorize import VectorizeInnermost
 
 HOST = tvm.target.Target({"kind": "llvm"})
-CROSS = ("rpi4", "armv7-a7", "hexagon-v68", "mali-g78")
+# hexagon-v68 is left out: compiling it in-process segfaulted (exit 139) inside TVM/LLVM in a
+# clean CI checkout (2026-11-26; not reproduced in the developer venv); see the session note.
+CROSS = ("rpi4", "armv7-a7", "mali-g78")
 
 
 # --- device files -------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def build_artifacts(model: str | Path, out_dir: str | Path, quiet: bool = False)
         except UserError:
             fresh = False
         if not fresh:
-            built = compile_artifact(art, "host", model, opts=opts, quiet=quiet)
+            # no tuning database: the three builds differ in precision and numerics passes only
+            built = compile_artifact(art, "host", model, opts=opts, quiet=quiet, use_default_database=False)
             if built["model"]["checkpoint_sha256"] != digest:  # builds of two checkpoints compare nothing
                 raise UserError(f"{model} changed while the study compiled it; rerun once it is final")
         arts[name] = art

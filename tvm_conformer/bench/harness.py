@@ -30,10 +30,9 @@ from tqdm import tqdm
 from tvm_conformer.bench.engines import TVM_KINDS, EngineSpec, worker_env
 from tvm_conformer.bench.workload import Utterance, make_workload, save_workload
 from tvm_conformer.model import ConformerASR, ModelConfig, load_checkpoint, save_checkpoint
-from tvm_conformer.paths import DEFAULT_CHECKPOINT, REPO_DIR, TUNING_LOGS_DIR
+from tvm_conformer.paths import DEFAULT_CHECKPOINT, REPO_DIR
 
 CACHE_DIR = REPO_DIR / "build" / "bench"
-HOST_DATABASE = TUNING_LOGS_DIR / "host"
 SWITCH_PAUSE_S = 0.05  # between engines: lets the previous pool's spinning threads go idle
 RTF_DEFINITION = "sum of step (or forward) seconds / seconds of audio they cover"
 
@@ -134,35 +133,39 @@ class Builder:
                 else:
                     export_utterance_onnx(self.model, UTTERANCE_FRAMES, path)
             return {"onnx": str(path)}
-        opts = pipeline_options(spec)
+        opts = pipeline_options(spec, self.model.cfg.hash())
         key = _sha(json.dumps([opts.to_dict(), _compiler_sources_hash(), _database_hash(opts)]))
         art = self.dir / f"{spec.mode}-{spec.label}-{key}"
         if not (art / "manifest.json").is_file():
             if spec.mode == "stream":
                 from tvm_conformer.build.compile import compile_artifact
 
-                compile_artifact(art, "host", self.checkpoint, opts=opts, quiet=True)
+                # no database but the one `opts` names: untuned and schedules must stay so
+                compile_artifact(art, "host", self.checkpoint, opts=opts, quiet=True,
+                                 use_default_database=False)
             else:
                 build_utterance_artifact(art, self.model, UTTERANCE_FRAMES, opts)
         return {"artifact": str(art)}
 
 
-def pipeline_options(spec: EngineSpec):  # noqa: ANN201 - PipelineOptions
-    """The `tvm_conformer` pipeline options of a TVM variant; Unavailable if it lacks a part."""
+def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - PipelineOptions
+    """The `tvm_conformer` pipeline options of a TVM variant; `tuned` takes the committed host
+    database (`tuning_logs/host/`) when its manifest matches this model and these options."""
     from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
+    from tvm_conformer.tune.database import log_dir_for, mismatch, read_manifest
 
-    if spec.passes:
-        from tvm_conformer import passes
-
-        if not hasattr(passes, "by_name"):
-            raise Unavailable("graph passes not available (no tvm_conformer.passes.by_name)")
-    database = None
-    if spec.tvm == "tuned":
-        if not (HOST_DATABASE / "database_tuning_record.json").is_file():
-            raise Unavailable(f"no database ({HOST_DATABASE.relative_to(REPO_DIR)}/)")
-        database = str(HOST_DATABASE)
-    return PipelineOptions(passes=GRAPH_PASSES if spec.passes else (), precision=spec.precision,
-                           database=database, schedules=spec.tvm != "untuned")
+    opts = PipelineOptions(passes=GRAPH_PASSES if spec.passes else (), precision=spec.precision,
+                           schedules=spec.tvm != "untuned")
+    if spec.tvm != "tuned":
+        return opts
+    log_dir = log_dir_for("host")
+    manifest = read_manifest(log_dir)
+    if manifest is None:
+        raise Unavailable(f"no database ({log_dir.relative_to(REPO_DIR)}/)")
+    why = mismatch(manifest, config_hash, opts)
+    if why is not None:
+        raise Unavailable(f"database {log_dir.relative_to(REPO_DIR)}/ does not fit: {why}")
+    return replace(opts, database=str(log_dir))
 
 
 def _database_hash(opts) -> str | None:  # noqa: ANN001
@@ -523,12 +526,14 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
     from tvm_conformer.build.artifact import sha256_file
 
     base = model.cfg
-    points: list[tuple[str, ModelConfig]] = [
-        (f"chunk{c}", replace(base, chunk_size=c, num_left_chunks=max(1, base.left_frames // c)))
-        for c in SCALING_CHUNKS]
-    points += [(name, replace(base, d_model=d, n_layers=n)) for name, (d, n) in SCALING_MODELS.items()]
+    points: dict[ModelConfig, list[str]] = {}  # a config in both series is measured once
+    for c in SCALING_CHUNKS:
+        cfg = replace(base, chunk_size=c, num_left_chunks=max(1, base.left_frames // c))
+        points.setdefault(cfg, []).append(f"chunk{c}")
+    for name, (d, n) in SCALING_MODELS.items():
+        points.setdefault(replace(base, d_model=d, n_layers=n), []).append(name)
     rows = []
-    for name, cfg in tqdm(points, desc="scaling"):
+    for cfg, names in tqdm(points.items(), desc="scaling"):
         if cfg == base:
             path = checkpoint
         elif cfg.d_model == base.d_model and cfg.n_layers == base.n_layers:
@@ -544,10 +549,12 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
         macs = step_macs(cfg)["total"]
         group = [replace(s, threads=1) for s in SCALING_ENGINES]
         measured = run_group(group, Builder(cache, path, scaled), make_workload(cfg, recordings),
-                             rounds, work, f"scaling {name}")
+                             rounds, work, f"scaling {'='.join(names)}")
         ratios_to_ort(measured)
         for row in measured:
             row.pop("latencies_ms", None)
-            rows.append({"point": name, "chunk_size": cfg.chunk_size, "d_model": cfg.d_model,
+            rows.append({"point": "=".join(names), "chunk_series": any(n.startswith("chunk") for n in names),
+                         "size_series": not all(n.startswith("chunk") for n in names),
+                         "chunk_size": cfg.chunk_size, "d_model": cfg.d_model,
                          "n_layers": cfg.n_layers, "step_macs": macs, **row})
     return rows

@@ -159,7 +159,7 @@ def compute_table(names: tuple[str, ...] = CONFIG_NAMES, mode: str = "utterance"
 
 def format_table(rows: list[dict]) -> str:
     """A Markdown table of `compute_table` rows (MMAC per second of audio, and shares)."""
-    head = ("| config | subsampling | " + " | ".join(COMPONENTS)
+    head = ("| config | subsampling kind | " + " | ".join(COMPONENTS)
             + " | total MMAC/s | subsampling share | paper |")
     lines = [head, "|" + " --- |" * (len(COMPONENTS) + 5)]
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 
 matplotlib.use("Agg")
@@ -32,17 +33,21 @@ def scaling(rows: list[dict], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for label in sorted({r["label"] for r in rows}):
         mine = [r for r in rows if r["label"] == label and r["status"] == "ok"]
-        chunks = [r for r in mine if r["point"].startswith("chunk")]
-        sizes = [r for r in mine if not r["point"].startswith("chunk")]
+        chunks = [r for r in mine if r["chunk_series"]]
+        sizes = [r for r in mine if r["size_series"]]
         a.plot([r["chunk_size"] for r in chunks], [r["rtf"] for r in chunks], "o-", label=label)
         b.plot([r["step_macs"] / 1e6 for r in sizes], [r["median_ms"] for r in sizes], "o-", label=label)
         for r in sizes:
             b.annotate(r["point"], (r["step_macs"] / 1e6, r["median_ms"]), fontsize=7)
     a.set(xlabel="chunk size (encoder frames of 40 ms)", ylabel="RTF (step time / audio time)",
-          xscale="log", yscale="log", title="chunk size (same model)")
-    a.set_xticks(sorted({r["chunk_size"] for r in rows}), [str(c) for c in sorted({r["chunk_size"] for r in rows})])
+          yscale="log", title="chunk size (same model)")
+    a.set_xscale("log", base=2)
+    chunks = sorted({r["chunk_size"] for r in rows if r["chunk_series"]})
+    a.set_xticks(chunks, [str(c) for c in chunks], minor=False)
+    a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     b.set(xlabel="MMAC per step", ylabel="median step latency (ms)", xscale="log", yscale="log",
           title="model size (chunk 16)")
+    b.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in (a, b):
         ax.grid(which="both", alpha=0.3)
         ax.legend(fontsize=8)

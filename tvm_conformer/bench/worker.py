@@ -79,7 +79,8 @@ def _reply(replies, obj: dict) -> None:  # noqa: ANN001
 def one_line(exc: BaseException) -> str:
     """The exception's type and the last line of its message (TVM puts its reason last)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:300]
+    text = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def main() -> None:

@@ -36,8 +36,9 @@ class _Track:
 
     kind "tc":   the original is (B, T, C), or (B*T, C); value is (B, C, 1, T)
     kind "ct":   the original is (B, C, T); value is (B, C, 1, T), the same memory order
-    kind "flat": the original is value (B, C, T, F) permuted to (B, T, C, F), possibly flattened
-                 to (B, T, C*F) or (B*T, C*F): a 2-D convolution stack handing frames to a linear
+    kind "flat": the original is value (B, G, T, F) permuted to (B, T, G, F), possibly flattened
+                 to (B, T, G*F) or (B*T, G*F): groups of features handed to a linear per frame
+                 (a 2-D conv stack's channels x frequencies, attention's heads x head channels)
     """
 
     kind: str
@@ -196,7 +197,7 @@ class _Rewriter(relax.PyExprMutator):
                 return _Track("ct" if track.kind == "tc" else "tc", track.value, out)
             return None
         if track is None and axes == [0, 2, 1, 3]:
-            return _Track("flat", self.visit_expr(x), out)  # NCHW frames about to be flattened
+            return _Track("flat", self.visit_expr(x), out)  # groups about to be flattened
         return None
 
     def _broadcast_to(self, call: relax.Call) -> _Track | None:
@@ -232,7 +233,7 @@ class _Rewriter(relax.PyExprMutator):
         if track is None or track.kind == "ct":
             return None
         if track.kind == "flat" and len(track.shape) == 4:
-            return None  # a linear over F alone, not over the flattened (C, F)
+            return None  # a linear over F alone, not over the flattened (G, F)
         weight = self._weight(w)
         if weight is None:
             return None
@@ -242,7 +243,7 @@ class _Rewriter(relax.PyExprMutator):
             kernel = relax.op.reshape(weight, (c_out, c_in, 1, 1))
             value = self._emit(relax.op.nn.conv2d(track.value, kernel, out_dtype=dtype))
             return _Track("tc", value, out)
-        b, c, t, f = track.dims  # flat: the linear is a (1, F) convolution over (B, C, T, F)
+        b, c, t, f = track.dims  # flat: the linear is a (1, F) convolution over (B, G, T, F)
         kernel = relax.op.reshape(weight, (c_out, c, 1, f))
         conv = self._emit(relax.op.nn.conv2d(track.value, kernel, out_dtype=dtype))
         return _Track("tc", self._emit(relax.op.reshape(conv, (b, c_out, 1, t))), out)
@@ -321,13 +322,13 @@ class ChannelsFirstLayout:
     but for the ops a Conformer is imported with. Each original value is either re-emitted as it
     is or *tracked*: held in the channels-first form, with the original recovered (transposed
     back) only when an op that is not understood reads it. Activations enter the layout at a
-    linear (`matmul` with a 2-D weight) or at the (B, C, T, F) -> (B, T, C*F) flattening of a
-    2-D convolution stack, and then stay in it through:
+    linear (`matmul` with a 2-D weight), and then stay in it through:
 
     - linears: `matmul(x, permute_dims(W))` becomes a 1x1 `conv2d` with the OIHW kernel
       `reshape(W)` (a view: the weight transpose the imported graph runs every step goes away);
-      after the flattening it becomes a (1, F) `conv2d` over the stack's output, which needs no
-      transpose at all;
+      after a (B, G, T, F) -> (B, T, G*F) flattening it becomes a (1, F) `conv2d` over the
+      (B, G, T, F) tensor itself: the subsampling's output linear, and attention's output
+      projection over the (B, H, T, dk) heads, need no transpose at all;
     - LayerNorm, softmax and log-softmax: the same op over the mapped axis (channels: axis 1);
     - elementwise and broadcasting ops: untracked operands are mapped to the layout (a bias
       (C,) becomes (1, C, 1, 1) by a reshape);
@@ -337,8 +338,9 @@ class ChannelsFirstLayout:
     - `concat` and `strided_slice` (caches, GLU halves) along the mapped axes.
 
     Block outputs keep their original layout and shape, so the function's signature is unchanged:
-    the transposes left are at the graph boundary (the log-probs) and where an op outside this
-    list reads an activation (the head split of attention, unless ChunkedEinsumAttention runs).
+    the transposes left are at the graph boundary (the log-probs, and the new keys/values that go
+    into the time-major attention cache) and where an op outside this list reads an activation
+    (attention's head split, unless ChunkedEinsumAttention runs next).
     """
 
     def transform_function(

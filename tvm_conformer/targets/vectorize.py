@@ -107,15 +107,18 @@ class VectorizeInnermost(dl.ScheduleRule):
         """(trailing spatial loops to fuse, lanes): one loop, or more until their extent has a
         power-of-two factor of half a register (a 19-wide plane: fused with the rows above it;
         LLVM's Hexagon backend emits no HVX for a 4-lane vector); None: scalar."""
-        bits = sch.get(info.block_rv).writes[0].source.dtype.bits
-        if bits < 8:  # bool masks
+        block = sch.get(info.block_rv)
+        dtype = block.writes[0].source.dtype
+        if str(dtype) == "bool":  # masks: tiny kernels, and i1 vectors are trouble (below)
             return None
-        max_lanes = vector_bits // bits
+        max_lanes = vector_bits // dtype.bits
         wanted = max(min(4, max_lanes), max_lanes // 2)
         iters = info.iters
         spatial = [i for i, it in enumerate(iters) if it.kind == "S"]
-        # lanes beyond the innermost axis gather: only for blocks that are not row reductions
-        gather_ok = info.is_injective() or is_multiply_accumulate(sch.get(info.block_rv))
+        # Lanes beyond the innermost axis gather: not for row reductions, nor for gathers of
+        # bool masks, on which LLVM's Hexagon backend crashes.
+        gather_ok = (info.is_injective() or is_multiply_accumulate(block)) and all(
+            str(r.source.dtype) != "bool" for r in block.reads)
         plan, extent = None, 1
         for k in range(1, len(spatial) + 1 if gather_ok else 2):
             dom = iters[spatial[-k]].dom

@@ -104,27 +104,31 @@ def _hand_schedule(rule: object, target: tvm.target.Target, sch: tvm.s_tir.Sched
     return rule.apply(sch.mod["main"], target, True)
 
 
+def _first_rule(task: Task, rules: list, target: tvm.target.Target, tunable: bool):  # noqa: ANN202
+    """(rule, schedule) of the first rule that takes the task's kernel, or None."""
+    func = task.mod["main"]
+    return next(((r, s) for r in rules if (s := r.apply(func, target, tunable)) is not None), None)
+
+
 def design_space(task: Task, rules: list, target: tvm.target.Target) -> ms.SpaceGenerator | str:
     """MetaSchedule's own space, joined by the first hand-written rule that takes the kernel."""
-    func = task.mod["main"]
-    for rule in rules:
-        if rule.apply(func, target, True) is not None:
-            return ms.space_generator.SpaceGeneratorUnion([
-                ms.space_generator.PostOrderApply(),
-                ms.space_generator.ScheduleFn(functools.partial(_hand_schedule, rule, target)),
-            ])
-    return "post-order-apply"
+    found = _first_rule(task, rules, target, tunable=True)
+    if found is None:
+        return "post-order-apply"
+    return ms.space_generator.SpaceGeneratorUnion([
+        ms.space_generator.PostOrderApply(),
+        ms.space_generator.ScheduleFn(functools.partial(_hand_schedule, found[0], target)),
+    ])
 
 
 def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder: ms.builder.Builder,
                     runner: ms.runner.Runner, db: ms.database.Database) -> bool:
     """Measures the family's hand-written schedule of `task` and records it, so the search
     starts from it and the database keeps it if nothing measured beats it. False: no rule."""
-    func = task.mod["main"]
-    sch = next((s for r in rules if (s := r.apply(func, target, False)) is not None), None)
-    if sch is None:
+    found = _first_rule(task, rules, target, tunable=False)
+    if found is None:
         return False
-    args = ms.arg_info.ArgInfo.from_prim_func(func)
+    sch, args = found[1], ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
     run_secs = None
     if built.error_msg is None:
@@ -137,10 +141,9 @@ def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder:
     return True
 
 
-def _mean_seconds(result: ms.runner.RunnerResult) -> float:
-    if result.error_msg or not result.run_secs:
-        return FAILED_SECONDS
-    return sum(float(s) for s in result.run_secs) / len(result.run_secs)
+def _seconds(run_secs: list | None) -> float:
+    """Mean of a candidate's measured run times; FAILED_SECONDS if it has none."""
+    return sum(float(s) for s in run_secs) / len(run_secs) if run_secs else FAILED_SECONDS
 
 
 @derived_object
@@ -153,7 +156,8 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results,  # noqa: ANN001
               runner_results) -> None:  # noqa: ANN001
-        self.best = min([self.best, *(_mean_seconds(r) for r in runner_results)])
+        self.best = min([self.best, *(_seconds(None if r.error_msg else r.run_secs)
+                                      for r in runner_results)])
         if self.best < FAILED_SECONDS:
             self.task_bar.set_postfix_str(f"best {self.best * 1e6:.1f} us")
         self.task_bar.update(len(runner_results))
@@ -169,10 +173,7 @@ def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task]) -> dict[st
             out[task.name] = []
             continue
         wl = db.commit_workload(task.mod)
-        out[task.name] = [
-            sum(float(s) for s in r.run_secs) / len(r.run_secs) if r.run_secs else FAILED_SECONDS
-            for r in records if r.workload.same_as(wl)
-        ]
+        out[task.name] = [_seconds(r.run_secs) for r in records if r.workload.same_as(wl)]
     return out
 
 
@@ -310,6 +311,7 @@ def tune(
     session = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tasks": tasks,
                "trials_per_task": trials, "threads": threads, "trials": 0, "wall_seconds": 0.0}
     manifest["sessions"].append(session)
+    tdb.write_manifest(log_dir, manifest)  # before the first record: a killed run stays resumable
     start = time.time()
     total = tqdm(total=sum(trials - len(done[t.name]) for t in todo), desc="all tasks",
                  unit="trial", position=0, disable=not progress)
