@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 APT_PKGS := espeak-ng sox qemu-user g++-aarch64-linux-gnu g++-arm-linux-gnueabihf lld clang llvm binutils file
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv demo test test-fast lint data train bench clean
+.PHONY: setup apt venv demo test test-fast cross lint data train bench clean
 
 setup: apt venv
 
@@ -32,6 +32,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -q -ra -m "not slow"
+
+# The shipped model for every device in targets/, fp32 and fp16, each checked without a device
+# (ELF, NEON/HVX in the hot kernels, OpenCL through clang, loading here where it can).
+cross: setup
+	scripts/ci_cross_compile.sh
 
 lint: venv
 	$(BIN)/ruff check tvm_conformer tests schedules

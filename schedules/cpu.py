@@ -11,8 +11,8 @@ a tile of rows x vector lanes accumulated in registers, the reduction innermost 
 tiles in parallel.
 `VectorizeInnermost` (tvm_conformer.targets.vectorize): elementwise kernels and the rest.
 
-With `tunable=True` the tile sizes become `sample_perfect_tile` decisions, so MetaSchedule can
-search around the hand-written schedules (see `tvm_conformer.tune.tuner`).
+The tuner measures these schedules first and records them (`tvm_conformer.tune.tuner`): tuning
+starts from them, and a database never holds worse.
 """
 
 from __future__ import annotations
@@ -65,12 +65,8 @@ def _anchor(
 
 
 def _split(
-    sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV, inner: int, tunable: bool
+    sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV, inner: int
 ) -> list[s_tir.schedule.LoopRV]:
-    """(outer, inner) with the hand-written `inner` factor, or a sampled one when tunable."""
-    if tunable:
-        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(inner, 2))
-        return list(sch.split(loop, factors=factors))
     return list(sch.split(loop, factors=[None, inner]))
 
 
@@ -92,7 +88,11 @@ def _finish_epilogue(
     if epilogue is None:
         return
     sch.reverse_compute_at(epilogue.block_rv, at)
-    inner = sch.get_loops(epilogue.block_rv)[-1]
+    loops = sch.get_loops(epilogue.block_rv)
+    depth = [sch.get(loop).same_as(sch.get(at)) for loop in loops].index(True)
+    if depth == len(loops) - 1:
+        return  # one element per iteration of `at`: no loop of its own to vectorize
+    inner = loops[-1]
     extent = sch.get(inner).extent
     if isinstance(extent, tirx.IntImm) and extent.value > 4 * lanes:
         inner = sch.split(inner, factors=[None, lanes])[-1]
@@ -103,12 +103,7 @@ class DepthwiseConv(ScheduleRule):
     """Convolutions whose every output reads a single input channel (depthwise, or one input
     channel): parallel over channels, window unrolled, the output row vectorized."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        # Only where it was shown exact: on aarch64 (qemu, cortex-a72/a76) the scheduled
-        # stride-2 subsampling conv2d came out wrong (tests/test_rpc_runner.py), cause unknown.
-        triple = str(target.attrs.get("mtriple", ""))
-        if triple and not triple.startswith("x86"):
-            return None
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         found = _anchor(func, target)
         if found is None:
             return None
@@ -122,7 +117,7 @@ class DepthwiseConv(ScheduleRule):
         window = loops[spatial:]
         tile = _vector_tile(_extent(main, spatial - 1), lanes)
         if tile < _extent(main, spatial - 1):
-            row_outer, row = _split(sch, row, tile, tunable)
+            row_outer, row = _split(sch, row, tile)
             middle = [*middle, row_outer]
         sch.reorder(channel, *middle, *window, row)
         sch.parallel(channel)
@@ -140,7 +135,7 @@ class Matmul(ScheduleRule):
     """Sums of products of two operands (dense, batched matmul, 1x1 and other convs): a
     (rows x vector) tile of accumulators in registers, row tiles in parallel."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         found = _anchor(func, target)
         if found is None or len(operands(found[0].get(found[1].block_rv))) != 2:
             return None  # not a sum of products of two operands
@@ -160,11 +155,9 @@ class Matmul(ScheduleRule):
         loops = sch.get_loops(main.block_rv)
         reduce = sch.fuse(*loops[spatial:]) if len(kinds) - spatial > 1 else loops[spatial]
         col = sch.fuse(*loops[first_col:spatial]) if first_col < spatial - 1 else loops[first_col]
-        col_outer, col_inner = _split(sch, col, _vector_tile(cols, lanes), tunable)
+        col_outer, col_inner = _split(sch, col, _vector_tile(cols, lanes))
         rows = extents[first_col - 1]
-        row_outer, row_inner = _split(
-            sch, loops[first_col - 1], _largest_divisor(rows, MAX_ROW_TILE), tunable
-        )
+        row_outer, row_inner = _split(sch, loops[first_col - 1], _largest_divisor(rows, MAX_ROW_TILE))
         batch = loops[: first_col - 1]
         sch.reorder(*batch, row_outer, col_outer, reduce, row_inner, col_inner)
         par = sch.fuse(*batch, row_outer) if batch else row_outer

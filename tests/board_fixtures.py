@@ -40,8 +40,26 @@ def require_tool(tool: str, package: str) -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture
+def emulated_board(_board_session: EmulatedBoard) -> EmulatedBoard:
+    """The session's board, once it is free again: after a session ends, the stock RPC server
+    starts a fresh worker process (which imports TVM, minutes under qemu on a loaded machine)
+    before it re-registers, so a test must not start with the previous test's 120 s timeout."""
+    import time
+
+    from tvm_conformer.rpc.tracker import tracker_summary
+
+    board, deadline = _board_session, time.monotonic() + 900
+    while time.monotonic() < deadline:
+        summary = tracker_summary(board.tracker_host, board.tracker_port)
+        if int(summary.get("queue_info", {}).get(board.key, {}).get("free", 0)) > 0:
+            return board
+        time.sleep(1.0)
+    pytest.fail(f"the emulated board {board.key} was not free again within 900 s")
+
+
 @pytest.fixture(scope="session")
-def emulated_board() -> Iterator[EmulatedBoard]:
+def _board_session() -> Iterator[EmulatedBoard]:
     """A tracker on a free loopback port and one emulated board with a unique key."""
     require_tool("qemu-aarch64", "qemu-user")
     require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")

@@ -65,7 +65,7 @@ def test_kernel_profile_sees_every_call_of_the_vm_bytecode(tiny_checkpoint: Path
     from tvm_conformer.build.compile import compile_artifact
     from tvm_conformer.model import load_checkpoint
 
-    compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True)
+    compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True, use_default_database=False)
     prof = profile_artifact(tmp_path / "art", threads=1, steps=3)
     text = relax.VMExecutable(tvm.runtime.load_module(str(tmp_path / "art" / "lib.so"))).as_text()
     # `main` has no control flow: its call instructions are the calls of one step

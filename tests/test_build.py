@@ -139,3 +139,52 @@ def test_bound_and_separate_weights_compute_the_same(tiny_checkpoint, frontend):
     for got in outs:
         for g, r in zip(got, ref, strict=True):
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
+
+
+def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path):
+    """The pipeline runs what depends on weights alone (the linears' weight transposes) once at
+    compile time: the artifact's `main` takes transformed weights and transposes nothing that
+    is not an activation, and it computes what the step without lifting computes."""
+    import tvm
+    from tvm import relax
+
+    from tvm_conformer.build.pipeline import PipelineOptions, tvm_conformer_pipeline
+    from tvm_conformer.frontend import import_step
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    manifest = compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True,
+                                use_default_database=False)
+    assert manifest["io"]["weights_transformed"]
+    graphs: dict[str, tvm.IRModule] = {}
+    lifted: list = []
+    mod, weights = import_step(model, "torch")
+    weight_vars = {v.name for v in mod["main"].params[4:]}
+    with tvm.target.Target({"kind": "llvm"}):
+        tvm_conformer_pipeline(PipelineOptions(), None, lambda p, m: graphs.setdefault(p, m),
+                               lift_weights=lifted.append)(mod)
+    [transform] = lifted
+    main = graphs["graph"]["main"]
+    assert len(main.params) == 4 + manifest["io"]["weights"]
+    assert len(transform.params) == 1  # the tuple of the model weights
+
+    def permuted_weights(func) -> int:  # noqa: ANN001 - permute_dims applied to a parameter
+        count = 0
+
+        def visit(expr) -> None:  # noqa: ANN001
+            nonlocal count
+            if (isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.permute_dims"
+                    and isinstance(expr.args[0], relax.Var) and expr.args[0].name in weight_vars):
+                count += 1
+
+        relax.analysis.post_order_visit(func.body, visit)
+        return count
+
+    assert permuted_weights(mod["main"]) > 0  # the imported step transposes its weights ...
+    assert permuted_weights(main) == 0  # ... the compiled one does not
+    backend = TVMBackend.load(tmp_path / "art")
+    inputs = _random_step_inputs(model.cfg, seed=2)
+    lp, _ = backend.step((tvm.runtime.tensor(inputs[1]), tvm.runtime.tensor(inputs[2])),
+                         inputs[0], inputs[3])
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    plain = vm["main"](*(tvm.runtime.tensor(a) for a in inputs), *(tvm.runtime.tensor(w) for w in weights))
+    np.testing.assert_allclose(lp, plain[0].numpy()[0], atol=1e-5, rtol=0)

@@ -102,7 +102,7 @@ def test_compile_reports_checks_and_estimates(capsys: pytest.CaptureFixture, tmp
     saved = json.loads((art / "estimate.json").read_text())
     assert saved["target"] == "rpi4" and saved["macs"] == manifest["work"]["macs"] > 0
     assert saved["rtf_lower_bound"] > 0
-    # counted from the checkpoint with the default graph passes: they change no arithmetic
+    # counted from the checkpoint with the pipeline `compile` runs by default
     out = tmp_path / "estimate.json"
     assert main(["estimate", "--target", "rpi4", "--model", str(tiny_checkpoint),
                  "--json", str(out)]) == 0
@@ -122,3 +122,19 @@ def test_several_builds_are_summarized_and_go_on_after_a_failure(
     assert "apt-get install g++-sparc64-linux-gnu" in rows["board-fp32"]
     assert rows["armv7-a7-fp32"].split()[1] == "ok" and "neon:ok" in rows["armv7-a7-fp32"]
     assert (tmp_path / "all" / "armv7-a7-fp32" / "lib.so").is_file()
+
+
+def test_pass_selection_defaults_to_none_like_the_api() -> None:
+    """The CLI builds what `compile_artifact` and `transcribe` build unless told otherwise."""
+    import argparse
+
+    from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
+    from tvm_conformer.cli.compile import _passes
+
+    def parsed(passes: str | None, no_passes: bool = False) -> tuple[str, ...]:
+        return _passes(argparse.Namespace(passes=passes, no_passes=no_passes))
+
+    assert parsed(None) == () == PipelineOptions().passes
+    assert parsed(None, no_passes=True) == ()
+    assert parsed("all") == GRAPH_PASSES
+    assert parsed("fuse,layout") == ("fuse", "layout")

@@ -29,7 +29,7 @@ def _tracker(board: "EmulatedBoard") -> str:
 
 
 @pytest.fixture(scope="module")
-def spare_board(emulated_board: "EmulatedBoard") -> Iterator[Callable[[], "BoardHandle"]]:
+def spare_board(_board_session: "EmulatedBoard") -> Iterator[Callable[[], "BoardHandle"]]:
     """A running board of its own (a unique key, at the session's tracker) for tests that
     stop or kill it; a new one is started when the last one was killed."""
     from tvm_conformer.rpc.board import start_board
@@ -39,8 +39,8 @@ def spare_board(emulated_board: "EmulatedBoard") -> Iterator[Callable[[], "Board
     def live() -> "BoardHandle":
         if not boards or boards[-1].proc.poll() is not None:
             key = f"pytest-spare-{uuid.uuid4().hex[:8]}"
-            tracker = (emulated_board.tracker_host, emulated_board.tracker_port)
-            boards.append(start_board(key, cpu=emulated_board.cpu, tracker=tracker, timeout_s=900))
+            tracker = (_board_session.tracker_host, _board_session.tracker_port)
+            boards.append(start_board(key, cpu=_board_session.cpu, tracker=tracker, timeout_s=900))
         return boards[-1]
 
     yield live

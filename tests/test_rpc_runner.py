@@ -117,8 +117,6 @@ def test_transcribe_over_rpc_prints_the_host_transcript(
 
 @pytest.mark.board
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="failed in the clean-clone CI run at the end of session 1 "
-                   "(error message did not match); undiagnosed, see the session note")
 def test_bench_fails_loudly_when_the_device_disagrees_with_the_host(
     emulated_board: "EmulatedBoard", board_artifact: Path, tmp_path: Path
 ) -> None:

@@ -80,6 +80,7 @@ def build_utterance_artifact(out_dir: Path, model: ConformerASR, frames: int, op
     import tvm
 
     from tvm_conformer.build.artifact import LIB, WEIGHTS, save_weights, write_manifest
+    from tvm_conformer.build.compile import run_weight_transform
     from tvm_conformer.build.link import export
     from tvm_conformer.build.pipeline import tvm_conformer_pipeline
     from tvm_conformer.targets import load_target
@@ -88,8 +89,12 @@ def build_utterance_artifact(out_dir: Path, model: ConformerASR, frames: int, op
     device = load_target("host")
     mod, weights = import_utterance(model, frames)
     target = device.tvm()
+    lifted: list = []
     with target:
-        ex = tvm.compile(mod, target=target, relax_pipeline=tvm_conformer_pipeline(opts))
+        ex = tvm.compile(mod, target=target,
+                         relax_pipeline=tvm_conformer_pipeline(opts, lift_weights=lifted.append))
+    if lifted:
+        weights = run_weight_transform(lifted[0], weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     export(ex, device, out_dir / LIB)
     save_weights(out_dir / WEIGHTS, weights)

@@ -3,9 +3,11 @@
     ARTIFACT/manifest.json   model config + hash, target, TVM version, pipeline options,
                              tuning database, kernel statistics, sha256 of every file
     ARTIFACT/lib.so          the VM executable and its kernels, linked for the target
-    ARTIFACT/weights.npz     the weights, in the order `main` takes them after the inputs
+    ARTIFACT/weights.npz     the weights, in the order `main` takes them after the inputs,
+                             already transformed: the compiler lifts what depends on weights
+                             alone (transposes, reshapes) out of `main` and runs it once
 
-One library serves any weights file of the same model config.
+One library serves any weights file of the same model config (transformed the same way).
 """
 
 from __future__ import annotations

@@ -42,6 +42,22 @@ def import_for_pipeline(asr, frontend: str, opts: PipelineOptions):  # noqa: ANN
     return import_step(asr, frontend, bind=opts.precision != "fp32")
 
 
+def run_weight_transform(func, weights: list):  # noqa: ANN001, ANN201 - relax.Function, arrays
+    """The weights `main` takes after the pipeline lifted `func` (`main_transform_params`) out
+    of it: `func` compiled for this machine and run once on `weights` (numpy arrays)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    host = tvm.target.Target({"kind": "llvm"})
+    with host:  # reshapes and transposes run once: untuned kernels will do
+        ex = tvm.compile(mod, target=host)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"]([tvm.runtime.tensor(w) for w in weights])
+    return [np.ascontiguousarray(t.numpy()) for t in out]
+
+
 def compile_artifact(
     out_dir: str | Path,
     target: str | DeviceTarget = "host",
@@ -90,13 +106,19 @@ def compile_artifact(
             stats["kernels"] = kernel_names(m)
             stats["unscheduled"] = unscheduled_kernels(m)
 
-    pipeline = tvm_conformer_pipeline(opts, dump_ir, observe)
+    lifted: list = []  # the weight transform the pipeline takes out of `main`
+    pipeline = tvm_conformer_pipeline(opts, dump_ir, observe, lift_weights=lifted.append)
     tvm_target = device.tvm()
     _log(f"compiling for {device.name} ({tvm_target.kind.name}, {opts.precision}, "
          f"passes: {','.join(opts.passes) or 'none'}, database: {opts.database or 'none'})", quiet)
     with tvm_target:
         ex = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     export(ex, device, out / LIB)
+    n_model_weights = len(weights)
+    if lifted:
+        weights = run_weight_transform(lifted[0], weights)
+        _log(f"weights transformed once here (transposes, reshapes): {n_model_weights} model "
+             f"arrays -> {len(weights)} that `main` takes", quiet)
     save_weights(out / WEIGHTS, weights)
     seconds = time.time() - t0
     n, un = len(stats.get("kernels", [])), stats.get("unscheduled", [])
@@ -116,7 +138,8 @@ def compile_artifact(
         "work": dataclasses.asdict(stats["work"]),
         "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
                "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],
-               "weights": len(weights)},
+               "weights": len(weights), "model_weights": n_model_weights,
+               "weights_transformed": bool(lifted)},
         "tvm_version": tvm.__version__,
         "built_on": {"machine": platform.machine(), "python": platform.python_version()},
         "compile_seconds": round(seconds, 2),

@@ -48,7 +48,10 @@ def require_linker(device: DeviceTarget) -> str | None:
 
 def opencl_source(ex) -> str | None:  # noqa: ANN001 - relax VMExecutable or runtime.Module
     """The OpenCL C of every kernel in `ex` (a module of kind `opencl` among the imports)."""
-    pending = list(getattr(ex, "mod", ex).imports)  # a tuning candidate is a runtime.Module
+    import tvm
+
+    # a tuning candidate is a runtime.Module (whose attribute lookup would JIT-load its code)
+    pending = list((ex if isinstance(ex, tvm.runtime.Module) else ex.mod).imports)
     while pending:
         module = pending.pop()
         if module.kind == "opencl":

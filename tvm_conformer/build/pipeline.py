@@ -1,7 +1,8 @@
 """The one Relax pipeline of tvm-conformer, registered as `tvm_conformer`, read top to bottom.
 
-Phase 1 rewrites the high-level graph (the project's passes), phase 2 lowers operators to TIR
-and fuses them, phase 3 schedules every kernel (a tuning database first, then the target
+Phase 1 rewrites the high-level graph (the project's passes) and, when asked, lifts what
+depends on the weights alone (transposes and reshapes of weights) out of `main` into a function
+run once at compile time, phase 2 lowers operators to TIR and fuses them, phase 3 schedules every kernel (a tuning database first, then the target
 family's rules), phase 4 lowers the graph to the VM. `dump_dir` writes the module after each.
 """
 
@@ -59,6 +60,30 @@ def _schedule_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
     return out
 
 
+def _lift_weights(sink: Callable | None) -> list[tvm.transform.Pass]:
+    """`relax.transform.LiftTransformParams` on a `main` whose `num_input` attribute says which
+    parameters are inputs (the rest are weights): the weight-only computations move into
+    `main_transform_params`, which is taken out of the module and handed to `sink(func)`;
+    `main` then takes the transformed weights. Nothing happens without a sink, attribute or
+    weights (fp16 binds them as constants, and FoldConstant has folded those)."""
+    if sink is None:
+        return []
+
+    @tvm.transform.module_pass(opt_level=0, name="LiftWeightTransforms")
+    def _lift(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        main = mod["main"]
+        n_input = main.attrs.get("num_input") if main.attrs else None
+        if n_input is None or len(main.params) == int(n_input):
+            return mod
+        mod = relax.transform.LiftTransformParams()(mod)
+        gv = mod.get_global_var("main_transform_params")
+        sink(mod[gv])
+        del mod[gv]
+        return mod
+
+    return [_lift]
+
+
 class _Dump:
     """Writes the module to `dump_dir/NN-phase.py` (TVMScript) between phases, and hands it to
     `observe(phase, mod)` (the compiler reads the kernel list after scheduling there)."""
@@ -87,7 +112,10 @@ def tvm_conformer_pipeline(
     opts: PipelineOptions = PipelineOptions(),
     dump_dir: str | Path | None = None,
     observe: Callable | None = None,
+    lift_weights: Callable | None = None,
 ) -> tvm.transform.Pass:
+    """`observe(phase, mod)` sees the module between phases; `lift_weights(func)` receives the
+    weight transform lifted out of `main` (see `_lift_weights`; None: nothing is lifted)."""
     dump = _Dump(dump_dir, observe)
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_conformer")
@@ -102,6 +130,7 @@ def tvm_conformer_pipeline(
                 *_graph_passes(opts),
                 *_precision_passes(opts),
                 relax.transform.FoldConstant(),
+                *_lift_weights(lift_weights),
                 dump("graph"),
                 # Phase 2: operators to TIR, fused into kernels
                 *relax.backend.cpu_generic.legalize_passes(target),

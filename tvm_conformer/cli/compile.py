@@ -33,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32",
                    help="fp32, fp16, or a comma list of both (default: fp32)")
     passes = p.add_mutually_exclusive_group()
-    passes.add_argument("--passes", help="comma list of the pipeline's graph passes "
-                        "(build.pipeline.GRAPH_PASSES; default: all of them)")
-    passes.add_argument("--no-passes", action="store_true", help="no graph passes (the baseline)")
+    passes.add_argument("--passes", help="comma list of the pipeline's graph passes (layout, "
+                        "einsum, fuse) or `all`; default: none, the fastest on the CPUs measured "
+                        "(docs/BENCHMARKS.md), as in `transcribe` and the API")
+    passes.add_argument("--no-passes", action="store_true", help="no graph passes (the default)")
     p.add_argument("--database", help="MetaSchedule work dir with database_*.json to apply")
     p.add_argument("--no-schedules", action="store_true",
                    help="leave kernels without a database record unscheduled (no dlight or "
@@ -60,9 +61,11 @@ def _split(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 def _passes(args: argparse.Namespace) -> tuple[str, ...]:
     from tvm_conformer.build.pipeline import GRAPH_PASSES
 
-    if args.no_passes:
+    if args.no_passes or not args.passes:
         return ()
-    return _split(args.passes, GRAPH_PASSES, "graph pass") if args.passes else GRAPH_PASSES
+    if args.passes.strip() == "all":
+        return GRAPH_PASSES
+    return _split(args.passes, GRAPH_PASSES, "graph pass")
 
 
 def _targets(text: str) -> list:  # noqa: ANN202 - list[DeviceTarget]
@@ -131,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
             rows.append([out.name, "FAIL", *["-"] * 5, str(exc)])
         except Exception as exc:  # a compiler bug in one build must not hide the others
             traceback.print_exc()
-            rows.append([out.name, "FAIL", *["-"] * 5,
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"])
+            last = str(exc).strip().splitlines()[-1]  # TVM puts the reason last
+            rows.append([out.name, "FAIL", *["-"] * 5, f"{type(exc).__name__}: "
+                         f"{'...' if len(last) > 200 else ''}{last[-200:]}"])
         failed += rows[-1][1] == "FAIL"
     header = ["build", "result", "seconds", "MB", "kernels", "unscheduled",
               "RTF >= (estimate)", "checks or error"]

@@ -48,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.target:
             raise UserError("give --target NAME (or --artifact DIR of a compiled model)")
-        from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
+        from tvm_conformer.build.pipeline import PipelineOptions
         from tvm_conformer.targets.roofline import model_work
 
         device, precision = load_target(args.target), args.precision
         # the pipeline `tvm-conformer compile` runs by default
-        opts = PipelineOptions(family=device.family, passes=GRAPH_PASSES, precision=precision)
+        opts = PipelineOptions(family=device.family, precision=precision)
         work, audio = model_work(args.model, device, opts)
         out = Path(args.json or REPO_DIR / "build" / "estimates" / f"{device.name}-{precision}.json")
     result = estimate(device, work, audio, precision)

@@ -95,6 +95,13 @@ def check_database(log_dir: Path) -> int:
                 if not (isinstance(entry, list) and len(entry) == 2):
                     raise UserError(f"{path} line {n} is corrupted (not a JSON record); restore "
                                     "it from git or re-tune with `tvm-conformer tune`")
+                if name == RECORDS and not (isinstance(entry[0], int)
+                                            and 0 <= entry[0] < counts[WORKLOADS]):
+                    raise UserError(
+                        f"{path} line {n} refers to workload {entry[0]}, but {WORKLOADS} has "
+                        f"{counts[WORKLOADS]}: the pair is out of step (a copy of one file "
+                        "without the other); restore both from git or re-tune with "
+                        "`tvm-conformer tune`")
         counts[name] = n
     return counts[RECORDS]
 

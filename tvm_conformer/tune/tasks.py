@@ -108,7 +108,8 @@ def fused_module(mod: tvm.IRModule, device: DeviceTarget, opts: PipelineOptions)
     # Phases 3-4 then run on unscheduled kernels: no database, no rules, no code generation.
     plain = dataclasses.replace(opts, database=None, schedules=False)
     with device.tvm():
-        tvm_conformer_pipeline(plain, observe=observe)(mod)
+        # the weight transform is lifted out as `compile` does (it runs once: not a task)
+        tvm_conformer_pipeline(plain, observe=observe, lift_weights=lambda _f: None)(mod)
     return captured["mod"]
 
 

@@ -1,8 +1,10 @@
 """`tune`: MetaSchedule on the pipeline's kernels, one task at a time, here or on a device.
 
-Each task first gets its hand-written schedule (`schedules/<family>.py`) measured and recorded,
-then evolutionary search, guided by an XGBoost cost model shared by the session, over
-MetaSchedule's design space joined with that schedule's tunable variant (tiles sampled). A
+Each task first gets its hand-written schedule (`schedules/<family>.py`) measured and recorded:
+the search starts from the database's best, and the database never holds worse. Then
+evolutionary search over MetaSchedule's design space, guided by an XGBoost cost model shared by
+the session. (A hand schedule's tiles made tunable is no search space here: replaying its trace
+with other tile sizes changes the loop structure, which MetaSchedule's replay rejects.) A
 builder links every candidate the way `compile` does (cross g++ or ld.lld,
 `tvm_conformer.build.link`); the runner is this machine or a device behind an RPC tracker.
 Records are appended to the JSON database as they are measured, so an interrupted run keeps
@@ -39,7 +41,7 @@ from tvm_conformer.tune.tasks import Task, extract_tasks, select_tasks
 TRIALS_PER_ROUND = 32  # candidates built and measured between two cost-model updates
 FAILED_SECONDS = 1e10  # MetaSchedule's run time of a candidate that failed to build or run
 # A worker process imports TVM before its first job, within the job's timeout: slow when loaded.
-WORKER_TIMEOUT_S = 120.0
+WORKER_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -100,39 +102,25 @@ def device_identity(device: DeviceTarget, rpc: RPCDevice | None) -> str:
     return f"RPC {rpc.key!r} at {rpc.tracker_host}:{rpc.tracker_port} ({cpu}, {device.name})"
 
 
-def _hand_schedule(rule: object, target: tvm.target.Target, sch: tvm.s_tir.Schedule):  # noqa: ANN202
-    return rule.apply(sch.mod["main"], target, True)
-
-
-def _first_rule(task: Task, rules: list, target: tvm.target.Target, tunable: bool):  # noqa: ANN202
-    """(rule, schedule) of the first rule that takes the task's kernel, or None."""
+def hand_schedule(task: Task, rules: list, target: tvm.target.Target) -> tvm.s_tir.Schedule | None:
+    """The task's kernel as the first of the family's rules that takes it schedules it."""
     func = task.mod["main"]
-    return next(((r, s) for r in rules if (s := r.apply(func, target, tunable)) is not None), None)
-
-
-def design_space(task: Task, rules: list, target: tvm.target.Target) -> ms.SpaceGenerator | str:
-    """MetaSchedule's own space, joined by the first hand-written rule that takes the kernel."""
-    found = _first_rule(task, rules, target, tunable=True)
-    if found is None:
-        return "post-order-apply"
-    return ms.space_generator.SpaceGeneratorUnion([
-        ms.space_generator.PostOrderApply(),
-        ms.space_generator.ScheduleFn(functools.partial(_hand_schedule, found[0], target)),
-    ])
+    return next((s for r in rules if (s := r.apply(func, target, False)) is not None), None)
 
 
 def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder: ms.builder.Builder,
                     runner: ms.runner.Runner, db: ms.database.Database) -> bool:
     """Measures the family's hand-written schedule of `task` and records it, so the search
     starts from it and the database keeps it if nothing measured beats it. False: no rule."""
-    found = _first_rule(task, rules, target, tunable=False)
-    if found is None:
+    sch = hand_schedule(task, rules, target)
+    if sch is None:
         return False
-    sch, args = found[1], ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    args = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
     run_secs = None
     if built.error_msg is None:
-        [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, target.kind.name, args)])
+        device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
+        [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args)])
         result = future.result()
         run_secs = None if result.error_msg else result.run_secs
         shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
@@ -343,7 +331,7 @@ def tune(
                     remaining -= 1
                 ctx = ms.TuneContext(
                     mod=task.mod, target=target_tvm,
-                    space_generator=design_space(task, rules, target_tvm),
+                    space_generator="post-order-apply",
                     search_strategy=ms.search_strategy.EvolutionarySearch(
                         population_size=min(512, max(64, 4 * remaining))),
                     task_name=task.name, logger=_task_logger(log_dir, task),
