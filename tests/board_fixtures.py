@@ -45,10 +45,12 @@ def emulated_board(_board_session: EmulatedBoard) -> EmulatedBoard:
     """The session's board, once it is free again: after a session ends, the stock RPC server
     starts a fresh worker process (which imports TVM, minutes under qemu on a loaded machine)
     before it re-registers, so a test must not start with the previous test's 120 s timeout."""
+    import gc
     import time
 
     from tvm_conformer.rpc.tracker import tracker_summary
 
+    gc.collect()  # a session an earlier test left in a reference cycle ends now, not later
     board, deadline = _board_session, time.monotonic() + 900
     while time.monotonic() < deadline:
         summary = tracker_summary(board.tracker_host, board.tracker_port)

@@ -1,6 +1,7 @@
 """Faults of a device run end in one-line errors: no tracker, no free device, a device that
 disconnects or hangs mid-run (partial results kept), an artifact for another architecture."""
 
+import gc
 import os
 import signal
 import uuid
@@ -95,6 +96,7 @@ def test_busy_device_is_waited_for_then_a_one_line_error(
                              timeout_s=3)
     finally:
         del held
+        gc.collect()  # the session ends (the device is free again) when its object is freed
     assert "\n" not in str(info.value)
     assert f"waiting for a free device {emulated_board.key!r}" in capsys.readouterr().err
 

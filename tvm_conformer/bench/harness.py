@@ -60,6 +60,10 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", recordings=2, rounds=2, threads=(1,),
                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("tvm", tvm="schedules"))),
+    # the head-to-head of the ONNX Runtime issue: fp32 engines on the streaming step, 1 and 2 threads
+    "versus": Suite("versus", recordings=6, rounds=4, threads=(1, 2),
+                    stream=(EngineSpec("torch"), EngineSpec("ort"),
+                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"))),
     "full": Suite(
         "full", recordings=12, rounds=6, threads=(1, 2),
         stream=(EngineSpec("torch"), EngineSpec("torch.compile"), EngineSpec("ort"),

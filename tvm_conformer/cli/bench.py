@@ -11,9 +11,10 @@ HELP = ("Benchmark every engine on the host (latency, RTF, memory, size, accurac
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", choices=["quick", "full"], default="full",
+    p.add_argument("--suite", choices=["quick", "versus", "full"], default="full",
                    help="quick: torch, ORT and TVM at 1 thread, 2 recordings (a smoke test); "
-                        "full: every engine and variant, 1 and 2 threads, full-utterance mode, "
+                        "versus: PyTorch, ORT, TVM with schedules and tuned, fp32 streaming, 1 and "
+                        "2 threads, 6 recordings (the head-to-head, minutes); full: every engine and variant, 1 and 2 threads, full-utterance mode, "
                         "scaling, roofline, kernel profile, MACs (default: full)")
     p.add_argument("--out", default="bench_results", help="results directory (default: bench_results)")
     p.add_argument("--model", help="checkpoint (default: the shipped one; without it a random "
