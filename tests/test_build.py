@@ -188,3 +188,19 @@ def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path)
     vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
     plain = vm["main"](*(tvm.runtime.tensor(a) for a in inputs), *(tvm.runtime.tensor(w) for w in weights))
     np.testing.assert_allclose(lp, plain[0].numpy()[0], atol=1e-5, rtol=0)
+
+
+def test_cached_host_build_is_rebuilt_when_the_compiler_changes(tiny_checkpoint, tmp_path, monkeypatch):
+    """`transcribe --backend tvm` compiles on first use and reuses the build, unless the
+    compiler's code (import, passes, pipeline, rules) changed since: then it is a new build."""
+    from tvm_conformer.build import artifact
+    from tvm_conformer.runtime import tvm_backend
+
+    monkeypatch.setattr(tvm_backend, "cache_dir", lambda: tmp_path)
+    first = tvm_backend.host_artifact(tiny_checkpoint)
+    built = (first / MANIFEST).stat().st_mtime_ns
+    assert tvm_backend.host_artifact(tiny_checkpoint) == first
+    assert (first / MANIFEST).stat().st_mtime_ns == built  # reused, not rebuilt
+    monkeypatch.setattr(artifact, "compiler_sources_hash", lambda: "a-changed-pass")
+    second = tvm_backend.host_artifact(tiny_checkpoint)
+    assert second != first and (second / MANIFEST).is_file()

@@ -88,11 +88,9 @@ def _sha(text: str) -> str:
 
 
 def _compiler_sources_hash() -> str:
-    """Hash of the project's compiler code: a cached build is stale when any of it changes."""
-    files = sorted((REPO_DIR / "tvm_conformer" / "build").glob("*.py"))
-    files += sorted((REPO_DIR / "tvm_conformer" / "passes").glob("*.py"))
-    files += sorted((REPO_DIR / "schedules").glob("*.py"))
-    return _sha("".join(f"{f.name}:{f.read_text()}" for f in files))
+    from tvm_conformer.build.artifact import compiler_sources_hash
+
+    return compiler_sources_hash()
 
 
 class Builder:

@@ -34,6 +34,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def compiler_sources_hash() -> str:
+    """Hash of the project's compiler code (import, passes, pipeline, rules): a cached build
+    is stale when any of it changes."""
+    pkg = Path(__file__).resolve().parent.parent
+    files = [f for d in ("frontend", "passes", "build", "targets") for f in sorted((pkg / d).glob("*.py"))]
+    files += sorted((pkg.parent / "schedules").glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.parent.name}/{f.name}:".encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def save_weights(path: Path, weights: list[np.ndarray]) -> None:
     np.savez(path, **{f"w{i:04d}": w for i, w in enumerate(weights)})
 

@@ -97,13 +97,14 @@ def host_artifact(model: str | Path) -> Path:
     import tvm
 
     from tvm_conformer import __version__
-    from tvm_conformer.build.artifact import sha256_file
+    from tvm_conformer.build.artifact import compiler_sources_hash, sha256_file
     from tvm_conformer.build.compile import compile_artifact
-    from tvm_conformer.paths import SCHEDULES_DIR, TUNING_LOGS_DIR
+    from tvm_conformer.paths import TUNING_LOGS_DIR
 
-    # what the host build depends on besides the checkpoint: versions, rules, the host database
-    inputs = [sha256_file(model), tvm.__version__, __version__]
-    for f in [*sorted(SCHEDULES_DIR.glob("*.py")), *sorted((TUNING_LOGS_DIR / "host").glob("*.json"))]:
+    # what the host build depends on besides the checkpoint: versions, the compiler's code
+    # (import, passes, pipeline, rules), the host database
+    inputs = [sha256_file(model), tvm.__version__, __version__, compiler_sources_hash()]
+    for f in sorted((TUNING_LOGS_DIR / "host").glob("*.json")):
         inputs.append(sha256_file(f))
     key = hashlib.sha256(":".join(inputs).encode()).hexdigest()[:16]
     art = cache_dir() / "artifacts" / f"host-{key}"
