@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctc-weight", type=float, default=0.7, help="loss = w*CTC + (1-w)*AED")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--init", help="continue from this checkpoint (fresh optimizer)")
-    p.add_argument("--start-step", type=int, default=0, help="with --init: LR schedule step")
+    p.add_argument("--start-step", type=int, default=None,
+                   help="LR schedule step to start at (default: with --init, the step the "
+                        "checkpoint was saved at; else 0)")
     p.add_argument("--chunk-choices", default="4,8,16,16,32,-1",
                    help="dynamic chunk training: chunk sizes drawn per batch (-1 = full context)")
     p.add_argument("--left-choices", default="1,2,4,4,-1", help="left chunks drawn per batch (-1 = all)")

@@ -46,7 +46,8 @@ class TrainConfig:
     spec_augment: bool = True
     model: dict = field(default_factory=dict)  # ModelConfig overrides
     init: str | None = None  # continue from this checkpoint (weights and CMVN; fresh optimizer)
-    start_step: int = 0  # the learning-rate schedule resumes here (with `init`)
+    # the learning-rate schedule resumes here; None: where `init` stopped (its last step), or 0
+    start_step: int | None = None
 
 
 def _batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
@@ -121,9 +122,12 @@ def train(cfg: TrainConfig) -> dict:
     train_items = load_split(cfg.data_dir, "train")
     valid_items = load_split(cfg.data_dir, "valid")
     mcfg = ModelConfig(**{"subsampling": cfg.subsampling, "vocab_size": tok.vocab_size, **cfg.model})
+    first_step = cfg.start_step or 0
     if cfg.init:
-        model, _ = load_checkpoint(cfg.init)
+        model, init_meta = load_checkpoint(cfg.init)
         mcfg = model.cfg
+        if cfg.start_step is None:
+            first_step = (init_meta.get("history") or [{}])[-1].get("steps", 0)
     else:
         model = ConformerASR(mcfg)
         all_feats = np.concatenate([np.asarray(f, dtype=np.float32) for f, _, _ in train_items])
@@ -139,7 +143,7 @@ def train(cfg: TrainConfig) -> dict:
         return cfg.lr * warm * min(1.0, math.sqrt(cfg.warmup_steps / (step + 1)))
 
     start = time.time()
-    step, best_wer, history = cfg.start_step, math.inf, []
+    step, best_wer, history = first_step, math.inf, []
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(cfg.max_epochs):
