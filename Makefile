@@ -41,13 +41,13 @@ cross: setup
 lint: venv
 	$(BIN)/ruff check tvm_conformer tests schedules
 
-# Regenerate the corpus (espeak-ng) and retrain the shipped models (2 CPU cores, ~40 min each).
+# Regenerate the corpus (espeak-ng, ~4 min) and retrain both shipped models side by side, one
+# core each (docs/TRAINING.md: four stages, ~170 min of wall time on this 2-core machine).
 data: setup
 	$(BIN)/tvm-conformer make-data --out data --train 8000 --valid 300 --test 300 --seed 0
 
 train: data
-	$(BIN)/tvm-conformer train --data data --subsampling dws --out tvm_conformer/assets/conformer_dws.pt
-	$(BIN)/tvm-conformer train --data data --subsampling vanilla --out tvm_conformer/assets/conformer_vanilla.pt
+	scripts/train_shipped.sh dws & dws=$$!; scripts/train_shipped.sh vanilla && wait $$dws
 
 bench: setup
 	$(BIN)/tvm-conformer bench --suite full --out bench_results

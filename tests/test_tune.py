@@ -221,3 +221,13 @@ def test_tune_over_rpc_on_the_emulated_board(emulated_board: EmulatedBoard, tiny
     [conv] = select_tasks(extract_tasks(tiny_checkpoint, device, PipelineOptions()), CONV1D)
     times = records_per_task(db, [conv])[conv.name]
     assert len(times) == 2 and all(0 < t < FAILED_SECONDS for t in times)
+
+
+def test_tuning_on_a_busy_machine_warns(capsys: pytest.CaptureFixture) -> None:
+    from tvm_conformer.tune.tuner import busy_machine_warning
+
+    assert busy_machine_warning(None, load=0.4, cores=2) == 0.4
+    assert capsys.readouterr().err == ""
+    assert busy_machine_warning(None, load=3.5, cores=2) == 3.5
+    assert "busy (load average 3.5 on 2 cores)" in capsys.readouterr().err
+    assert busy_machine_warning(object(), load=9.0, cores=2) is None  # a device measures itself

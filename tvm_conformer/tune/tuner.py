@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -244,6 +245,27 @@ def _open_log_dir(log_dir: Path, resume: bool, model_hash: str, opts: PipelineOp
     return manifest
 
 
+# Above this 1-minute load average per core, local measurements are not worth keeping: other
+# processes inflate each candidate's time, the parallel ones most (measured 2026-12-01: a host
+# database tuned at load 3.5 on 2 cores made the step 1.2-1.6x slower than the hand schedules).
+BUSY_LOAD_PER_CORE = 0.5
+
+
+def busy_machine_warning(rpc: RPCDevice | None, load: float | None = None,
+                         cores: int | None = None) -> float | None:
+    """The load average when measuring here (None over RPC); warns on stderr when the machine
+    is busy, since the database keeps whatever the noisy measurements ranked best."""
+    if rpc is not None:
+        return None
+    load = os.getloadavg()[0] if load is None else load
+    cores = cores or os.cpu_count() or 1
+    if load > BUSY_LOAD_PER_CORE * cores:
+        print(f"warning: this machine is busy (load average {load:.1f} on {cores} cores): "
+              "measurements will be inflated, parallel kernels most, and the database will keep "
+              "what they rank best; tune on an idle machine", file=sys.stderr, flush=True)
+    return round(load, 2)
+
+
 def tune(
     target: str | DeviceTarget = "host",
     model: str | Path = DEFAULT_CHECKPOINT,
@@ -296,8 +318,10 @@ def tune(
     rules = project_rules(device.family)
     builder, runner = make_builder(device), make_runner(rpc)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1)
+    load = busy_machine_warning(rpc)
     session = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tasks": tasks,
-               "trials_per_task": trials, "threads": threads, "trials": 0, "wall_seconds": 0.0}
+               "trials_per_task": trials, "threads": threads, "trials": 0, "wall_seconds": 0.0,
+               "load_average": load}
     manifest["sessions"].append(session)
     tdb.write_manifest(log_dir, manifest)  # before the first record: a killed run stays resumable
     start = time.time()
