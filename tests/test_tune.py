@@ -231,3 +231,27 @@ def test_tuning_on_a_busy_machine_warns(capsys: pytest.CaptureFixture) -> None:
     assert busy_machine_warning(None, load=3.5, cores=2) == 3.5
     assert "busy (load average 3.5 on 2 cores)" in capsys.readouterr().err
     assert busy_machine_warning(object(), load=9.0, cores=2) is None  # a device measures itself
+
+
+def test_report_measures_the_untuned_kernel_and_finds_its_records(shipped_checkpoint: Path) -> None:
+    """The report's variants of a kernel of the shipped model: the task's own module stays
+    unscheduled (the rules once scheduled it in place, so "untuned" measured the rules and no
+    record matched any more), and the committed host database's record of it is found."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_conformer.paths import TUNING_LOGS_DIR
+    from tvm_conformer.tune.report import kernel_variants
+    from tvm_conformer.tune.tasks import extract_tasks, select_tasks
+
+    device = load_target("host")
+    task = select_tasks(extract_tasks(shipped_checkpoint, device, PipelineOptions()), "depthwise")[0]
+    before = tvm.ir.save_json(task.mod)
+    log_dir = TUNING_LOGS_DIR / "host"
+    db = ms.database.JSONDatabase(work_dir=str(log_dir))
+    tuned_for = tvm.target.Target(tdb.read_manifest(log_dir)["target"]["tvm"])  # its CPU, not ours
+    variants = kernel_variants(task, "cpu", tuned_for, db)
+    assert tvm.ir.save_json(task.mod) == before
+    assert variants["schedules"]["main"].attrs["tirx.is_scheduled"]
+    assert not task.mod["main"].attrs.get("tirx.is_scheduled")
+    assert variants["tuned"] is not None
