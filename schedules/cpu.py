@@ -23,7 +23,7 @@ from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
-from tvm_conformer.targets.vectorize import VectorizeInnermost
+from tvm_conformer.targets.vectorize import VectorizeInnermost, index_stride
 from tvm_conformer.tune.tasks import operands, reads_one_channel
 
 MAX_ROW_TILE = 8  # rows x one vector of accumulators stay within the 16/32 vector registers
@@ -99,6 +99,32 @@ def _finish_epilogue(
     sch.vectorize(inner)
 
 
+def _phases(s: int):  # noqa: ANN202 - an index map function
+    return lambda *idx: (*idx[:-1], idx[-1] % s, idx[-1] // s)
+
+
+def _deinterleave_strided_input(sch: s_tir.Schedule, main: SBlockInfo, row: int,
+                                channel: s_tir.schedule.LoopRV) -> None:
+    """A strided convolution reads every s-th element of a row, which a vector load cannot
+    do (LLVM gathers it lane by lane). The input is first copied into a layout that splits each
+    row into its s phases (w -> (w % s, w // s)), so that every tap of the window reads a
+    contiguous run: per channel, right before the channel is read, for a depthwise conv; once
+    for a conv whose output channels all read the same input channel."""
+    block = sch.get(main.block_rv)
+    row_var, channel_var = main.iters[row].var, main.iters[0].var
+    for i, region in enumerate(block.reads):
+        if len(region.region) < 3:
+            continue
+        stride = index_stride(region.region[-1].min, row_var)
+        if stride is None or stride < 2:
+            continue
+        cached = sch.cache_read(main.block_rv, i, "global")
+        sch.transform_layout(cached, ("write", 0), _phases(stride), pad_value=0.0)
+        if any(index_stride(r.min, channel_var) != 0 for r in region.region[:-1]):
+            sch.compute_at(cached, channel)
+        return
+
+
 class DepthwiseConv(ScheduleRule):
     """Convolutions whose every output reads a single input channel (depthwise, or one input
     channel): parallel over channels, window unrolled, the output row vectorized."""
@@ -121,6 +147,7 @@ class DepthwiseConv(ScheduleRule):
             middle = [*middle, row_outer]
         sch.reorder(channel, *middle, *window, row)
         sch.parallel(channel)
+        _deinterleave_strided_input(sch, main, spatial - 1, channel)
         for loop in window:
             sch.unroll(loop)
         sch.vectorize(row)

@@ -83,6 +83,27 @@ def test_missing_cross_compiler_names_the_apt_package(capsys: pytest.CaptureFixt
 def test_unknown_pass_and_precision_are_refused(capsys: pytest.CaptureFixture) -> None:
     assert "unknown graph pass 'fold'" in _error(capsys, ["compile", "--passes", "layout,fold"])
     assert "unknown precision 'int8'" in _error(capsys, ["compile", "--precision", "int8"])
+    assert "--threads" in _error(capsys, ["compile", "--threads", "-1"])
+
+
+@pytest.mark.slow
+def test_one_thread_build_has_no_parallel_loop_and_says_so(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`--threads 1`: every kernel serial (the library never calls TVM's thread pool), and
+    the manifest records the thread count the runtime then uses."""
+    from tvm_conformer.build.artifact import LIB
+
+    art = tmp_path / "one"
+    assert main(["compile", "--model", str(tiny_checkpoint), "-o", str(art), "--threads", "1",
+                 "--parallel-min-flops", "0"]) == 0
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["target"]["threads"] == manifest["pipeline"]["threads"] == 1
+    assert b"TVMBackendParallelLaunch" not in (art / LIB).read_bytes()
+    # the same model with the rules' own choice (no threshold) does use the pool
+    par = tmp_path / "par"
+    assert main(["compile", "--model", str(tiny_checkpoint), "-o", str(par),
+                 "--parallel-min-flops", "0"]) == 0
+    assert json.loads((par / "manifest.json").read_text())["target"]["threads"] == 2
+    assert b"TVMBackendParallelLaunch" in (par / LIB).read_bytes()
 
 
 @pytest.mark.slow

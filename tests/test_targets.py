@@ -122,6 +122,18 @@ def test_vectorize_innermost_takes_hvx_lanes_and_moves_the_reduction_out() -> No
     assert k < script.index("T.vectorized(16)", k) < script.index('T.sblock("matmul_update")')
 
 
+def test_vectorize_innermost_leaves_gathers_to_llvm() -> None:
+    """A transpose that moves the innermost axis reads one element per lane (3x slower than
+    the plain loop on the host): left alone; one that keeps it is vectorized."""
+    x = te.placeholder((16, 144, 19), name="x")
+    rule = VectorizeInnermost(512)
+    assert rule.apply(te.create_prim_func([x, topi.transpose(x, (0, 2, 1))]), HOST, False) is None
+    moved = topi.reshape(topi.transpose(x, (1, 0, 2)), (144, 16 * 19))
+    assert rule.apply(te.create_prim_func([x, moved]), HOST, False) is None  # floordiv rows
+    kept = te.create_prim_func([x, topi.transpose(x, (1, 0, 2))])
+    assert "T.vectorized" in rule.apply(kept, HOST, False).mod.script()
+
+
 def test_vectorize_innermost_leaves_row_reductions_to_other_rules() -> None:
     x = te.placeholder((4, 16, 80), name="x")
     assert VectorizeInnermost(1024).apply(te.create_prim_func([x, topi.nn.softmax(x)]), HOST,
@@ -155,7 +167,8 @@ def test_vectorize_innermost_keeps_every_model_kernel_exact(tiny_fused: tvm.IRMo
                if isinstance(f, tvm.tirx.PrimFunc)}
     taken = {n: s.mod["main"] for n, f in kernels.items()
              if (s := rule.apply(f, HOST, False)) is not None}
-    assert len(taken) >= len(kernels) * 2 // 3, sorted(set(kernels) - set(taken))
+    # left to other rules or to LLVM: row reductions (softmax, LayerNorm) and gathers (transposes)
+    assert len(taken) >= len(kernels) // 2, sorted(set(kernels) - set(taken))
 
     def build(funcs: dict) -> tvm.runtime.Module:
         return tvm.compile(tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()}),

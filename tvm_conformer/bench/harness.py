@@ -157,7 +157,7 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
     from tvm_conformer.tune.database import log_dir_for, mismatch, read_manifest
 
     opts = PipelineOptions(passes=GRAPH_PASSES if spec.passes else (), precision=spec.precision,
-                           schedules=spec.tvm != "untuned")
+                           schedules=spec.tvm != "untuned", threads=spec.threads)
     if spec.tvm != "tuned":
         return opts
     log_dir = log_dir_for("host")

@@ -130,7 +130,7 @@ def compile_artifact(
                   "valid_wer": meta.get("valid_wer")},
         "target": {"name": device.name, "family": device.family, "tvm": json.loads(str(tvm_target)),
                    "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
-                   "elf_machine": device.elf_machine, "threads": device.threads},
+                   "elf_machine": device.elf_machine, "threads": opts.threads or device.threads},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},

@@ -2,8 +2,10 @@
 
 Phase 1 rewrites the high-level graph (the project's passes) and, when asked, lifts what
 depends on the weights alone (transposes and reshapes of weights) out of `main` into a function
-run once at compile time, phase 2 lowers operators to TIR and fuses them, phase 3 schedules every kernel (a tuning database first, then the target
-family's rules), phase 4 lowers the graph to the VM. `dump_dir` writes the module after each.
+run once at compile time; phase 2 lowers operators to TIR (fp32 sigmoid and softmax through a
+vectorizable exp) and fuses them; phase 3 schedules every kernel (a tuning database first, then
+the target family's rules, which parallelize only kernels big enough to pay for the thread
+pool); phase 4 lowers the graph to the VM. `dump_dir` writes the module after each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tvm
 from tvm import relax
 
 GRAPH_PASSES = ("layout", "einsum", "fuse")
+PARALLEL_MIN_FLOPS = 500_000  # measured on the host: docs/BENCHMARKS.md, "Thread policy"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,16 @@ class PipelineOptions:
     numerics: bool = True  # fp16 only: MAD pre-normalized LayerNorm, conditional softmax rescale
     database: str | None = None  # MetaSchedule work dir with database_*.json
     schedules: bool = True  # the family's rules (dlight + schedules/); False = untuned kernels
+    fast_exp: bool = True  # fp32 sigmoid/softmax through topi.fast_exp (passes/fast_exp.py)
+    # thread policy of the rules (build/schedule_rules.py): threads=1 compiles every kernel
+    # serial (no thread pool at run time); otherwise kernels of fewer flops than
+    # parallel_min_flops run on one thread (0: where the rule parallelized)
+    threads: int = 0  # 0: the target's thread count
+    parallel_min_flops: int = PARALLEL_MIN_FLOPS
+
+    def serial_below(self) -> float:
+        """Flops under which a kernel is compiled serial."""
+        return float("inf") if self.threads == 1 else float(self.parallel_min_flops)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -56,8 +69,25 @@ def _schedule_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
     if opts.schedules:
         from tvm_conformer.build.schedule_rules import family_rules
 
-        out.append(family_rules(opts.family))
+        out.append(family_rules(opts.family, opts.serial_below()))
     return out
+
+
+def _legalize_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+    """`relax.backend.cpu_generic.legalize_passes`, with fp32 sigmoid and softmax legalized
+    through `fast_exp` when `opts.fast_exp`."""
+    custom = None
+    if opts.fast_exp:
+        from tvm_conformer.passes.fast_exp import fast_exp_legalizations
+
+        custom = fast_exp_legalizations()
+    return [
+        relax.transform.LegalizeOps(customize_legalize_map=custom),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
 
 
 def _lift_weights(sink: Callable | None) -> list[tvm.transform.Pass]:
@@ -133,7 +163,7 @@ def tvm_conformer_pipeline(
                 *_lift_weights(lift_weights),
                 dump("graph"),
                 # Phase 2: operators to TIR, fused into kernels
-                *relax.backend.cpu_generic.legalize_passes(target),
+                *_legalize_passes(opts),
                 relax.transform.DeadCodeElimination(),
                 dump("fused"),
                 # Phase 3: a schedule for every kernel

@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-schedules", action="store_true",
                    help="leave kernels without a database record unscheduled (no dlight or "
                         "schedules/ rules)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads the artifact runs with (recorded in its manifest; default: the "
+                        "target's); 1 compiles every kernel serial, with no thread pool")
+    p.add_argument("--parallel-min-flops", type=int, default=None, metavar="N",
+                   help="kernels computing fewer flops run on one thread (default: the "
+                        "threshold measured on the host, docs/BENCHMARKS.md; 0: wherever a "
+                        "rule parallelizes)")
     p.add_argument("-o", "--out", help="artifact directory (default: build/TARGET-PRECISION); with "
                    "several targets or precisions, the directory that holds one per build")
     p.add_argument("--dump-ir", help="write the module after each pipeline phase into this directory")
@@ -82,8 +89,13 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
     from tvm_conformer.build.pipeline import PipelineOptions
     from tvm_conformer.targets.checks import check_artifact, format_checks
 
+    if args.threads < 0 or (args.parallel_min_flops or 0) < 0:
+        raise UserError("--threads and --parallel-min-flops take a count >= 0")
+    threading = {"threads": args.threads}
+    if args.parallel_min_flops is not None:
+        threading["parallel_min_flops"] = args.parallel_min_flops
     opts = PipelineOptions(family=device.family, passes=_passes(args), precision=precision,
-                           database=args.database, schedules=not args.no_schedules)
+                           database=args.database, schedules=not args.no_schedules, **threading)
     manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir)
     kernels = manifest["kernels"]
     if args.report:

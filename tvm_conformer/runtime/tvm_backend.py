@@ -63,8 +63,7 @@ class TVMBackend:
                 f"{art} was compiled from {manifest['model']['checkpoint']}, not from {expect_model}: "
                 f"recompile with `tvm-conformer compile --model {expect_model}`"
             )
-        if threads:
-            set_threads(threads)
+        set_threads(threads or manifest["target"]["threads"])  # the thread count it was built for
         dev = tvm.cpu()
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(art / LIB)), dev)
         weights = [tvm.runtime.tensor(w, dev) for w in load_weights(art / WEIGHTS)]

@@ -4,7 +4,9 @@ LLVM does not vectorize a floating-point reduction loop (that would reassociate 
 any fp32 loop for 32-bit Arm NEON (not IEEE-exact), and the Hexagon backend vectorizes nothing
 on its own. So the rule vectorizes explicitly, along the innermost spatial axis:
 
-- injective blocks (elementwise, broadcast, concatenate, transpose): that axis as it is;
+- injective blocks (elementwise, broadcast, concatenate): that axis as it is, unless a read
+  steps along another axis with it (a transpose: every lane a separate load, 3x slower than
+  LLVM's own code for the plain loop on the host, and no better on NEON, which has no gather);
 - reduction blocks: that axis moved inside the reduction loops, so each step of a matmul is a
   broadcast multiply-add over a contiguous row, C[i, j:j+L] += A[i, k] * B[k, j:j+L]. Sums of
   products are taken even where the lanes gather (a convolution that reduces along the
@@ -51,6 +53,39 @@ def is_multiply_accumulate(block: s_tir.SBlock) -> bool:
     return False
 
 
+def index_stride(expr: tirx.PrimExpr, var: tirx.Var) -> int | None:
+    """The coefficient of `var` in an affine index (`var * s + ...`); None: not of that form
+    (floordiv, floormod and other non-affine uses)."""
+    if isinstance(expr, tirx.Var):
+        return 1 if expr.same_as(var) else 0
+    if isinstance(expr, tirx.IntImm):
+        return 0
+    if isinstance(expr, tirx.Add | tirx.Sub):
+        a, b = index_stride(expr.a, var), index_stride(expr.b, var)
+        if a is None or b is None:
+            return None
+        return a + b if isinstance(expr, tirx.Add) else a - b
+    if isinstance(expr, tirx.Mul):
+        for x, c in ((expr.a, expr.b), (expr.b, expr.a)):
+            if isinstance(c, tirx.IntImm):
+                k = index_stride(x, var)
+                return None if k is None else k * int(c.value)
+    return None
+
+
+def gathers(block: s_tir.SBlock, var: tirx.Var) -> bool:
+    """Whether lanes along `var` read some buffer non-contiguously: `var` occurs in an index
+    other than the last (affine or not: a reshape's floordiv), or steps the last by other than
+    0 or 1."""
+    for region in block.reads:
+        if not region.region:
+            continue
+        *outer, last = [index_stride(r.min, var) for r in region.region]
+        if any(k != 0 for k in outer) or last not in (0, 1, None):
+            return True
+    return False
+
+
 def _supported(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
     """Injective; a sum of products (SIMD multiply-adds pay even where lanes gather); or another
     reduction whose innermost spatial axis indexes only the innermost non-unit dimension of every
@@ -60,7 +95,9 @@ def _supported(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
     if "O" in kinds or "S" not in kinds:
         return False
     block = sch.get(info.block_rv)
-    if info.is_injective() or is_multiply_accumulate(block):
+    if info.is_injective():
+        return not gathers(block, _innermost_spatial(info).var)
+    if is_multiply_accumulate(block):
         return True
     var = _innermost_spatial(info).var
     for region in [*block.reads, *block.writes]:

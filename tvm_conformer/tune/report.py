@@ -51,18 +51,14 @@ def _median_us(mod, args: list, target, rounds: int) -> float:  # noqa: ANN001
     return statistics.median(timer(*args).results) * 1e6
 
 
-def kernel_variants(task: Task, family: str, target, db) -> dict:  # noqa: ANN001
+def kernel_variants(task: Task, family: str, target, db,  # noqa: ANN001
+                    parallel_min_flops: float = 0) -> dict:
     """The task's kernel untuned, scheduled by the family's rules, and by its best record."""
-    import tvm
-
     from tvm_conformer.build.schedule_rules import family_rules
 
-    # The rules schedule the PrimFunc they are given in place: on a copy, or the task's own
-    # kernel would be measured as "untuned" and no longer match its database records.
     best = db.query_schedule(task.mod, target, workload_name="main")
-    copy = tvm.ir.load_json(tvm.ir.save_json(task.mod))
-    with target:
-        ruled = family_rules(family)(copy)
+    with target:  # the rules work on a copy: the task's kernel stays untuned
+        ruled = family_rules(family, parallel_min_flops)(task.mod)
     return {"untuned": task.mod, "schedules": ruled, "tuned": None if best is None else best.mod}
 
 
@@ -93,7 +89,8 @@ def kernel_report(
     trials = records_per_task(db, tasks)
     rows = []
     for task in tasks:
-        mods, args = kernel_variants(task, opts.family, target, db), random_args(task)
+        mods = kernel_variants(task, opts.family, target, db, opts.serial_below())
+        args = random_args(task)
         us = {v: (_median_us(mods[v], args, target, rounds) if mods[v] else None) for v in VARIANTS}
         rows.append(KernelRow(task.name, task.weight, sorted(task.groups), us,
                               len(trials[task.name])))
@@ -112,9 +109,9 @@ def model_report(
     recording: str | Path, threads: int, rounds: int = 3,
 ) -> dict:
     """Per-chunk latency of the whole step for each build, interleaved, and the transcript of
-    each build and of PyTorch eager. PyTorch is not timed here: next to TVM's thread pool in
-    one process its threads contend (1288 ms per chunk measured once); `bench` times it in a
-    process of its own."""
+    each build and of PyTorch eager. PyTorch is not timed here, and runs only after the timing:
+    next to TVM's thread pool in one process its threads contend (1288 ms per chunk measured
+    once); `bench` times it in a process of its own."""
     from tvm_conformer.audio.wav import load_audio
     from tvm_conformer.model import load_checkpoint
     from tvm_conformer.runtime.backend import TorchBackend
@@ -124,28 +121,34 @@ def model_report(
     builds = {"untuned": dataclasses.replace(opts, schedules=False, database=None),
               "schedules": dataclasses.replace(opts, database=None),
               "tuned": dataclasses.replace(opts, database=str(log_dir))}
+    samples, sr = load_audio(recording)
+
+    def streams_of(backends: dict) -> tuple[dict, dict]:
+        recs = {name: OnlineRecognizer(b) for name, b in backends.items()}
+        streams = {name: r.create_stream() for name, r in recs.items()}
+        for s in streams.values():
+            s.accept_waveform(sr, samples)
+            s.input_finished()
+        return recs, streams
+
     with tempfile.TemporaryDirectory(prefix="tvm-conformer-report-") as tmp:
-        backends = {"torch": TorchBackend(load_checkpoint(model)[0], threads)}
-        for name, o in builds.items():
-            backends[name] = TVMBackend.load(_build(Path(tmp) / name, device, model, o), threads)
-        samples, sr = load_audio(recording)
+        backends = {name: TVMBackend.load(_build(Path(tmp) / name, device, model, o), threads)
+                    for name, o in builds.items()}
         seconds: dict[str, list[float]] = {name: [] for name in backends}
-        texts: dict[str, str] = {}
         for _ in range(rounds):
-            recs = {name: OnlineRecognizer(b) for name, b in backends.items()}
-            streams = {name: r.create_stream() for name, r in recs.items()}
-            for s in streams.values():
-                s.accept_waveform(sr, samples)
-                s.input_finished()
-            # one chunk of each backend in turn, so load changes hit all of them alike
+            recs, streams = streams_of(backends)
+            # one chunk of each build in turn, so load changes hit all of them alike
             while any(recs[n].is_ready(s) for n, s in streams.items()):
                 for name, s in streams.items():
                     if recs[name].is_ready(s):
                         t0 = time.perf_counter()
                         recs[name].decode_stream(s)
-                        if name != "torch":
-                            seconds[name].append(time.perf_counter() - t0)
-            texts = {name: recs[name].get_result(s) for name, s in streams.items()}
+                        seconds[name].append(time.perf_counter() - t0)
+        texts = {name: recs[name].get_result(s) for name, s in streams.items()}
+    recs, streams = streams_of({"torch": TorchBackend(load_checkpoint(model)[0], threads)})
+    while recs["torch"].is_ready(streams["torch"]):
+        recs["torch"].decode_stream(streams["torch"])
+    texts["torch"] = recs["torch"].get_result(streams["torch"])
     return {"recording": str(recording), "transcripts": texts,
             "identical": len(set(texts.values())) == 1, "threads": threads,
             "chunks": len(seconds["tuned"]),

@@ -1,7 +1,9 @@
 """`tune`: MetaSchedule on the pipeline's kernels, one task at a time, here or on a device.
 
-Each task first gets its hand-written schedule (`schedules/<family>.py`) measured and recorded:
-the search starts from the database's best, and the database never holds worse. Then
+Each task first gets the schedule `compile` would give it without a database (the family's
+rules, `schedules/<family>.py` then dlight's, under the thread policy) and its plain loops
+measured and recorded: the search starts from the database's best, and the database never
+holds worse. Then
 evolutionary search over MetaSchedule's design space, guided by an XGBoost cost model shared by
 the session. (A hand schedule's tiles made tunable is no search space here: replaying its trace
 with other tile sizes changes the loop structure, which MetaSchedule's replay rejects.) A
@@ -106,28 +108,31 @@ def device_identity(device: DeviceTarget, rpc: RPCDevice | None) -> str:
 def hand_schedule(task: Task, rules: list, target: tvm.target.Target) -> tvm.s_tir.Schedule | None:
     """The task's kernel as the first of the family's rules that takes it schedules it."""
     func = task.mod["main"]
-    return next((s for r in rules if (s := r.apply(func, target, False)) is not None), None)
+    sch = next((s for r in rules if (s := r.apply(func, target, False)) is not None), None)
+    return sch[0] if isinstance(sch, list) else sch
 
 
 def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder: ms.builder.Builder,
-                    runner: ms.runner.Runner, db: ms.database.Database) -> bool:
-    """Measures the family's hand-written schedule of `task` and records it, so the search
-    starts from it and the database keeps it if nothing measured beats it. False: no rule."""
-    sch = hand_schedule(task, rules, target)
-    if sch is None:
-        return False
+                    runner: ms.runner.Runner, db: ms.database.Database) -> int:
+    """Measures and records the schedule the family's rules give `task`, and the kernel's
+    plain loops (LLVM vectorizes these on its own, which beats the rules on some copies and
+    small row reductions on x86), so the search starts from the better and the database keeps
+    it if nothing measured beats it. Returns the number of records made."""
+    seeds = [s for s in (hand_schedule(task, rules, target), tvm.s_tir.Schedule(task.mod))
+             if s is not None]
     args = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
-    [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
-    run_secs = None
-    if built.error_msg is None:
-        device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
-        [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args)])
-        result = future.result()
-        run_secs = None if result.error_msg else result.run_secs
-        shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
-    db.commit_tuning_record(
-        ms.database.TuningRecord(sch.trace, db.commit_workload(task.mod), run_secs, target, args))
-    return True
+    workload = db.commit_workload(task.mod)
+    device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
+    for sch in seeds:
+        [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+        run_secs = None
+        if built.error_msg is None:
+            [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args)])
+            result = future.result()
+            run_secs = None if result.error_msg else result.run_secs
+            shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs, target, args))
+    return len(seeds)
 
 
 def _seconds(run_secs: list | None) -> float:
@@ -287,7 +292,7 @@ def tune(
     from tqdm import tqdm
 
     from tvm_conformer.build.artifact import sha256_file
-    from tvm_conformer.build.schedule_rules import project_rules
+    from tvm_conformer.build.schedule_rules import rule_list
     from tvm_conformer.model import load_checkpoint
 
     device = load_target(target) if isinstance(target, str) else target
@@ -315,7 +320,7 @@ def tune(
     todo = [t for t in chosen
             if len(done[t.name]) < trials and not manifest["tasks"].get(t.name, {}).get("exhausted")]
     target_tvm = device.tvm()
-    rules = project_rules(device.family)
+    rules = rule_list(device.family, opts.serial_below())
     builder, runner = make_builder(device), make_runner(rpc)
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count() or 1)
     load = busy_machine_warning(rpc)
@@ -348,11 +353,12 @@ def tune(
                 remaining = trials - len(done[task.name])
                 bar = tqdm(total=remaining, desc=f"[{i + 1}/{len(todo)}] {task.name[:40]}",
                            unit="trial", position=1, leave=False, disable=not progress)
-                if not done[task.name] and seed_with_rules(task, rules, target_tvm, builder,
-                                                           runner, db):
-                    bar.update(1)
-                    total.update(1)
-                    remaining -= 1
+                if not done[task.name]:
+                    seeded = min(remaining, seed_with_rules(task, rules, target_tvm, builder,
+                                                            runner, db))
+                    bar.update(seeded)
+                    total.update(seeded)
+                    remaining -= seeded
                 ctx = ms.TuneContext(
                     mod=task.mod, target=target_tvm,
                     space_generator="post-order-apply",
