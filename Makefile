@@ -42,7 +42,7 @@ lint: venv
 	$(BIN)/ruff check tvm_conformer tests schedules
 
 # Regenerate the corpus (espeak-ng, ~4 min) and retrain both shipped models side by side, one
-# core each (docs/TRAINING.md: four stages, ~170 min of wall time on this 2-core machine).
+# core each (docs/TRAINING.md: five stages, ~235 min of wall time on this 2-core machine).
 data: setup
 	$(BIN)/tvm-conformer make-data --out data --train 8000 --valid 300 --test 300 --seed 0
 

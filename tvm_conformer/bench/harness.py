@@ -156,8 +156,10 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
     from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
     from tvm_conformer.tune.database import log_dir_for, mismatch, read_manifest
 
+    # built for its thread count (1: serial kernels); untuned kernels have no threads to set
     opts = PipelineOptions(passes=GRAPH_PASSES if spec.passes else (), precision=spec.precision,
-                           schedules=spec.tvm != "untuned", threads=spec.threads)
+                           schedules=spec.tvm != "untuned",
+                           threads=spec.threads if spec.tvm != "untuned" else 0)
     if spec.tvm != "tuned":
         return opts
     log_dir = log_dir_for("host")
