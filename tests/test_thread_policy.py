@@ -80,7 +80,7 @@ def test_one_thread_build_is_serial_and_threshold_is_an_option() -> None:
     assert PipelineOptions(threads=1).serial_below() == float("inf")
     assert PipelineOptions(threads=2, parallel_min_flops=123).serial_below() == 123
     assert PipelineOptions().serial_below() == PipelineOptions().parallel_min_flops > 0
-    func, _, _ = _matmul(1024)  # 8 MFLOP: parallel under the default threshold
+    func, _, _ = _matmul(4096)  # 34 MFLOP: parallel under the default threshold
     assert kernel_flops(func) > PipelineOptions().parallel_min_flops
     assert _parallel(_schedule(func, PipelineOptions().serial_below()))
     assert not _parallel(_schedule(func, PipelineOptions(threads=1).serial_below()))

@@ -82,6 +82,8 @@ def compile_artifact(
     device = load_target(target) if isinstance(target, str) else target
     require_linker(device)  # before the compile it would waste
     opts = opts or PipelineOptions(family=device.family)
+    if not opts.threads:  # built for the thread count it will run with
+        opts = dataclasses.replace(opts, threads=device.threads)
     if opts.family != device.family:
         raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
     out = Path(out_dir)
@@ -130,7 +132,7 @@ def compile_artifact(
                   "valid_wer": meta.get("valid_wer")},
         "target": {"name": device.name, "family": device.family, "tvm": json.loads(str(tvm_target)),
                    "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
-                   "elf_machine": device.elf_machine, "threads": opts.threads or device.threads},
+                   "elf_machine": device.elf_machine, "threads": opts.threads},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},

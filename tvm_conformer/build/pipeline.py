@@ -18,7 +18,9 @@ import tvm
 from tvm import relax
 
 GRAPH_PASSES = ("layout", "einsum", "fuse")
-PARALLEL_MIN_FLOPS = 500_000  # measured on the host: docs/BENCHMARKS.md, "Thread policy"
+# a kernel must compute ~100 us on one core to gain from a second thread on the host; none of
+# the shipped model's did (docs/BENCHMARKS.md, "Thread policy")
+PARALLEL_MIN_FLOPS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class PipelineOptions:
     # thread policy of the rules (build/schedule_rules.py): threads=1 compiles every kernel
     # serial (no thread pool at run time); otherwise kernels of fewer flops than
     # parallel_min_flops run on one thread (0: where the rule parallelized)
-    threads: int = 0  # 0: the target's thread count
+    threads: int = 0  # 0: the target's thread count (compile and tune fill it in)
     parallel_min_flops: int = PARALLEL_MIN_FLOPS
 
     def serial_below(self) -> float:

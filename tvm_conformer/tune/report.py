@@ -177,6 +177,7 @@ def report(
     opts = PipelineOptions(**{**PipelineOptions(family=device.family).to_dict(),
                               **manifest["pipeline"], "passes": tuple(manifest["pipeline"]["passes"])})
     threads = threads or manifest["threads"]
+    opts = dataclasses.replace(opts, threads=threads)
     out: dict = {"target": device.name, "log_dir": str(log_dir), "device": manifest["target"]["device"],
                  "trials": manifest["trials"], "tuning_wall_seconds": manifest["wall_seconds"],
                  "tuning_threads": manifest["threads"]}

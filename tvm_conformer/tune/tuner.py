@@ -16,6 +16,7 @@ them; `resume` skips tasks that have their trials and tops up the others.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -123,14 +124,17 @@ def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder:
     args = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     workload = db.commit_workload(task.mod)
     device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
-    for sch in seeds:
-        [built] = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    # one build and one run call for all seeds: each call starts the builder's worker pool
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in seeds])
+    ok = [b for b in built if b.error_msg is None]
+    futures = iter(runner.run([ms.runner.RunnerInput(b.artifact_path, device_type, args)
+                               for b in ok]))
+    for sch, b in zip(seeds, built, strict=True):
         run_secs = None
-        if built.error_msg is None:
-            [future] = runner.run([ms.runner.RunnerInput(built.artifact_path, device_type, args)])
-            result = future.result()
+        if b.error_msg is None:
+            result = next(futures).result()
             run_secs = None if result.error_msg else result.run_secs
-            shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
+            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
         db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs, target, args))
     return len(seeds)
 
@@ -303,6 +307,8 @@ def tune(
         raise UserError(f"code for {device.name} cannot run on this {platform.machine()} machine: "
                         "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
     threads = threads or device.threads
+    if not opts.threads:  # the rules' seeds follow the thread policy of the pool they run on
+        opts = dataclasses.replace(opts, threads=threads)
     log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
     asr, _ = load_checkpoint(model)
     manifest = _open_log_dir(log_dir, resume, asr.cfg.hash(), opts)
