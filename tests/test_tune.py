@@ -134,6 +134,18 @@ def test_local_tune_is_applied_by_compile(tiny_checkpoint: Path, tmp_path: Path,
     [(name, task)] = manifest["tasks"].items()
     assert name.startswith(CONV1D) and task["records"] == len(_records(log_dir)) >= 1
     assert task["best_us"] > 0 and manifest["sessions"][0]["trials"] == task["records"]
+    # every record can be applied: the database's queries see them all (the plain-loop seed
+    # once had an empty trace, which they skip)
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_conformer.tune.tasks import extract_tasks, select_tasks
+    from tvm_conformer.tune.tuner import FAILED_SECONDS, records_per_task
+
+    db = ms.database.JSONDatabase(work_dir=str(log_dir))
+    [conv] = select_tasks(extract_tasks(tiny_checkpoint, load_target("host"), PipelineOptions()), CONV1D)
+    measured = [t for t in records_per_task(db, [conv])[conv.name] if t < FAILED_SECONDS]
+    assert len(measured) >= 2  # the two seeds at least
+    assert len(db.get_top_k(db.commit_workload(conv.mod), 100)) == len(measured)
     assert json.loads((log_dir / tdb.MANIFEST).read_text()) == manifest
 
     built = compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True)

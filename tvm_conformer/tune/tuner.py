@@ -113,14 +113,22 @@ def hand_schedule(task: Task, rules: list, target: tvm.target.Target) -> tvm.s_t
     return sch[0] if isinstance(sch, list) else sch
 
 
+def plain_loops(task: Task) -> tvm.s_tir.Schedule:
+    """The kernel as legalized, as a schedule whose trace is not empty (it looks up the root
+    block and changes nothing): MetaSchedule's database queries skip records with an empty
+    trace, so a best record of the plain loops would never be applied."""
+    sch = tvm.s_tir.Schedule(task.mod)
+    sch.get_sblock("root")
+    return sch
+
+
 def seed_with_rules(task: Task, rules: list, target: tvm.target.Target, builder: ms.builder.Builder,
                     runner: ms.runner.Runner, db: ms.database.Database) -> int:
     """Measures and records the schedule the family's rules give `task`, and the kernel's
     plain loops (LLVM vectorizes these on its own, which beats the rules on some copies and
     small row reductions on x86), so the search starts from the better and the database keeps
     it if nothing measured beats it. Returns the number of records made."""
-    seeds = [s for s in (hand_schedule(task, rules, target), tvm.s_tir.Schedule(task.mod))
-             if s is not None]
+    seeds = [s for s in (hand_schedule(task, rules, target), plain_loops(task)) if s is not None]
     args = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     workload = db.commit_workload(task.mod)
     device_type = "cpu" if target.kind.name == "llvm" else target.kind.name
