@@ -7,8 +7,9 @@ subsampling's 3x3 stride-2 depthwise conv2d and its single-channel first conv, t
 module's depthwise conv1d): output channels in parallel, the kernel window unrolled, the output
 row (time or frequency) in vector registers.
 `Matmul`: every other sum of products (dense layers, attention's batched matmuls, 1x1 convs):
-a tile of rows x vector lanes accumulated in registers, the reduction innermost but one, row
-tiles in parallel.
+a tile of rows x vector lanes accumulated in registers, the reduction innermost but one; column
+tiles outermost and in parallel (each weight slice read once from memory), row tiles for 1x1
+convs.
 `VectorizeInnermost` (tvm_conformer.targets.vectorize): elementwise kernels and the rest.
 
 The tuner measures these schedules first and records them (`tvm_conformer.tune.tuner`): tuning
@@ -160,7 +161,7 @@ class DepthwiseConv(ScheduleRule):
 
 class Matmul(ScheduleRule):
     """Sums of products of two operands (dense, batched matmul, 1x1 and other convs): a
-    (rows x vector) tile of accumulators in registers, row tiles in parallel."""
+    (rows x vector) tile of accumulators in registers, column tiles outermost and in parallel."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         found = _anchor(func, target)
@@ -186,14 +187,23 @@ class Matmul(ScheduleRule):
         rows = extents[first_col - 1]
         row_outer, row_inner = _split(sch, loops[first_col - 1], _largest_divisor(rows, MAX_ROW_TILE))
         batch = loops[: first_col - 1]
-        sch.reorder(*batch, row_outer, col_outer, reduce, row_inner, col_inner)
-        par = sch.fuse(*batch, row_outer) if batch else row_outer
+        if first_col == spatial - 1:
+            # column tiles outermost: a tile's (reduction x vector) slice of the weight is read
+            # from memory once and from L1 by every row tile after the first (the step's
+            # weights are 13 MB, L2 1 MB: they come from L3 or DRAM each step), and threads
+            # split the weight between them instead of each reading all of it
+            sch.reorder(*batch, col_outer, row_outer, reduce, row_inner, col_inner)
+            par = sch.fuse(*batch, col_outer) if batch else col_outer
+            at = row_outer  # the epilogue right after its tile, while that is in L1
+        else:
+            # a fused column axis (a 1x1 conv's plane) is no rectangle: row tiles outermost,
+            # the epilogue after the whole row tile
+            sch.reorder(*batch, row_outer, col_outer, reduce, row_inner, col_inner)
+            par = at = sch.fuse(*batch, row_outer) if batch else row_outer
         sch.parallel(par)
         sch.unroll(row_inner)
         sch.vectorize(col_inner)
-        # right after its tile while that is in L1; a fused column axis is no rectangle, so
-        # then after the whole row tile
-        _finish_epilogue(sch, epilogue, col_outer if first_col == spatial - 1 else par, lanes)
+        _finish_epilogue(sch, epilogue, at, lanes)
         init = sch.decompose_reduction(main.block_rv, reduce)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch

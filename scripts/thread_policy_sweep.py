@@ -21,9 +21,8 @@ from tvm_conformer.build.compile import compile_artifact
 from tvm_conformer.build.pipeline import PipelineOptions
 
 VARIANTS = {"rules' choice": {"threads": 2, "parallel_min_flops": 0},
-            "100k": {"threads": 2, "parallel_min_flops": 100_000},
-            "500k": {"threads": 2, "parallel_min_flops": 500_000},
-            "2M": {"threads": 2, "parallel_min_flops": 2_000_000},
+            "300k": {"threads": 2, "parallel_min_flops": 300_000},
+            "1M (the default)": {"threads": 2, "parallel_min_flops": 1_000_000},
             "10M": {"threads": 2, "parallel_min_flops": 10_000_000},
             "serial (threads=1)": {"threads": 1}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,54 @@ def test_cached_host_build_is_rebuilt_when_the_compiler_changes(tiny_checkpoint,
     monkeypatch.setattr(artifact, "compiler_sources_hash", lambda: "a-changed-pass")
     second = tvm_backend.host_artifact(tiny_checkpoint)
     assert second != first and (second / MANIFEST).is_file()
+
+
+# Counts the device allocations of TVM's CPU runtime (posix_memalign, its one allocator there)
+# in a process it is preloaded into.
+_ALLOC_COUNTER = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+static long calls;
+int posix_memalign(void **p, size_t align, size_t size) {
+    static int (*real)(void **, size_t, size_t);
+    if (!real) real = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+    __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+    return real(p, align, size);
+}
+long device_allocations(void) { return calls; }
+"""
+
+_STEADY_STATE = """
+import ctypes, json, sys, numpy as np, tvm
+from tvm_conformer.runtime.tvm_backend import TVMBackend
+count = ctypes.CDLL(None).device_allocations
+b = TVMBackend.load(sys.argv[1]); c = b.config
+f = np.zeros((1, c.chunk_input_frames, c.n_mels), np.float32)
+m = np.ones((1, c.left_frames + c.chunk_size), np.float32)
+state = b.initial_state()
+for _ in range(3):
+    _, state = b.step(state, f, m)
+before = count()
+for _ in range(20):
+    _, state = b.step(state, f, m)
+steady = count() - before
+before = count()
+for _ in range(20):  # the control: a step that uploads its chunk into a new tensor
+    _, state = b.step(state, f, m)
+    tvm.runtime.tensor(f, b.dev)
+print(json.dumps({"steady": steady, "control": count() - before}))
+"""
+
+
+def test_steady_state_steps_allocate_no_device_memory(host_artifacts, tmp_path):
+    src = tmp_path / "count.c"
+    src.write_text(_ALLOC_COUNTER)
+    shim = tmp_path / "count.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(src), "-ldl"], check=True)
+    env = {**os.environ, "LD_PRELOAD": str(shim)}
+    out = subprocess.run([sys.executable, "-c", _STEADY_STATE, str(host_artifacts["torch"])],
+                         capture_output=True, text=True, env=env, check=True)
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["control"] >= 20  # the counter sees TVM's allocations
+    assert counts["steady"] == 0, counts

@@ -108,9 +108,10 @@ class TvmEngine:
         from tvm.runtime.vm import VirtualMachine
 
         from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manifest
+        from tvm_conformer.runtime.threads import set_threads
 
         art = Path(artifact)
-        tvm.get_global_func("runtime.config_threadpool")(0, threads)
+        set_threads(threads)
         self.manifest = read_manifest(art)
         self.dev = tvm.cpu()
         self.vm = VirtualMachine(tvm.runtime.load_module(str(art / LIB)), self.dev)

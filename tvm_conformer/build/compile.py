@@ -10,7 +10,12 @@ import time
 from pathlib import Path
 
 from tvm_conformer.build.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
-from tvm_conformer.build.pipeline import PipelineOptions, kernel_names, unscheduled_kernels
+from tvm_conformer.build.pipeline import (
+    PipelineOptions,
+    kernel_calls,
+    kernel_names,
+    unscheduled_kernels,
+)
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import load_checkpoint
 from tvm_conformer.paths import DEFAULT_CHECKPOINT
@@ -107,6 +112,8 @@ def compile_artifact(
         if phase == "scheduled":
             stats["kernels"] = kernel_names(m)
             stats["unscheduled"] = unscheduled_kernels(m)
+        if phase == "lowered":
+            stats["calls"] = kernel_calls(m)
 
     lifted: list = []  # the weight transform the pipeline takes out of `main`
     pipeline = tvm_conformer_pipeline(opts, dump_ir, observe, lift_weights=lifted.append)
@@ -124,7 +131,8 @@ def compile_artifact(
     save_weights(out / WEIGHTS, weights)
     seconds = time.time() - t0
     n, un = len(stats.get("kernels", [])), stats.get("unscheduled", [])
-    _log(f"{n} kernels, {n - len(un)} scheduled; without a schedule: {', '.join(un) or 'none'}", quiet)
+    _log(f"{n} kernels ({stats.get('calls')} launches per step), {n - len(un)} scheduled; "
+         f"without a schedule: {', '.join(un) or 'none'}", quiet)
     db_info = database_info(opts.database)
     manifest = {
         "model": {"config": asr.cfg.to_dict(), "config_hash": asr.cfg.hash(),
@@ -136,7 +144,7 @@ def compile_artifact(
         "frontend": frontend,
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},
-        "kernels": {"count": n, "unscheduled": un},
+        "kernels": {"count": n, "calls_per_step": stats.get("calls"), "unscheduled": un},
         "work": dataclasses.asdict(stats["work"]),
         "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
                "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],

@@ -18,9 +18,9 @@ import tvm
 from tvm import relax
 
 GRAPH_PASSES = ("layout", "einsum", "fuse")
-# a kernel must compute ~100 us on one core to gain from a second thread on the host; none of
-# the shipped model's did (docs/BENCHMARKS.md, "Thread policy")
-PARALLEL_MIN_FLOPS = 10_000_000
+# kernels under 1 MFLOP (~10 us on one core) stay serial: on the host, parallelizing them too
+# gained nothing measurable, and made 1-thread runs slower (docs/BENCHMARKS.md, "Thread policy")
+PARALLEL_MIN_FLOPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class PipelineOptions:
     database: str | None = None  # MetaSchedule work dir with database_*.json
     schedules: bool = True  # the family's rules (dlight + schedules/); False = untuned kernels
     fast_exp: bool = True  # fp32 sigmoid/softmax through topi.fast_exp (passes/fast_exp.py)
+    # linears on (B, T, d) without reshapes, take as a slice, q/k/v as one matmul
+    # (passes/streamline_step.py): epilogues fuse into the matmuls
+    streamline: bool = True
     # thread policy of the rules (build/schedule_rules.py): threads=1 compiles every kernel
     # serial (no thread pool at run time); otherwise kernels of fewer flops than
     # parallel_min_flops run on one thread (0: where the rule parallelized)
@@ -54,6 +57,14 @@ def _graph_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
     from tvm_conformer import passes
 
     return [passes.by_name(name) for name in GRAPH_PASSES if name in opts.passes]
+
+
+def _streamline_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+    if not opts.streamline:
+        return []
+    from tvm_conformer.passes.streamline_step import StreamlineStep
+
+    return [StreamlineStep()]
 
 
 def _precision_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
@@ -160,6 +171,7 @@ def tvm_conformer_pipeline(
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 *_graph_passes(opts),
+                *_streamline_passes(opts),
                 *_precision_passes(opts),
                 relax.transform.FoldConstant(),
                 *_lift_weights(lift_weights),
@@ -193,3 +205,22 @@ def unscheduled_kernels(mod: tvm.IRModule) -> list[str]:
 
 def kernel_names(mod: tvm.IRModule) -> list[str]:
     return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def kernel_calls(mod: tvm.IRModule) -> int:
+    """Kernel launches per call of `main`: its calls of PrimFuncs (`call_tir`, or direct calls
+    once lowered; a reshape lowered to a view is none). A dataflow graph has no loops."""
+    prim = {gv for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    calls = 0
+
+    def visit(expr: relax.Expr) -> None:
+        nonlocal calls
+        if not isinstance(expr, relax.Call):
+            return
+        if isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.call_tir":
+            calls += 1
+        elif isinstance(expr.op, tvm.ir.GlobalVar) and expr.op in prim:
+            calls += 1
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return calls

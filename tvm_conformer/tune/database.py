@@ -27,7 +27,7 @@ WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 # Pipeline options that change the kernels (and so the workloads); the others do not.
 KERNEL_OPTIONS = ("family", "passes", "precision", "numerics", "fast_exp",
-                  "parallel_min_flops")
+                  "streamline", "parallel_min_flops")
 
 
 class DatabaseMismatchWarning(UserWarning):
