@@ -108,7 +108,7 @@ class TvmEngine:
         from tvm.runtime.vm import VirtualMachine
 
         from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manifest
-        from tvm_conformer.runtime.threads import set_threads
+        from tvm_conformer.threads import set_threads
 
         art = Path(artifact)
         set_threads(threads)

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "einsum, fuse) or `all`; default: none, the fastest on the CPUs measured "
                         "(docs/BENCHMARKS.md), as in `transcribe` and the API")
     passes.add_argument("--no-passes", action="store_true", help="no graph passes (the default)")
+    p.add_argument("--no-streamline", action="store_true",
+                   help="keep the imported graph's reshapes around linears, `take` and separate "
+                        "q/k/v matmuls (passes/streamline_step.py; for comparisons)")
     p.add_argument("--database", help="MetaSchedule work dir with database_*.json to apply")
     p.add_argument("--no-schedules", action="store_true",
                    help="leave kernels without a database record unscheduled (no dlight or "
@@ -95,12 +98,14 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
     if args.parallel_min_flops is not None:
         threading["parallel_min_flops"] = args.parallel_min_flops
     opts = PipelineOptions(family=device.family, passes=_passes(args), precision=precision,
-                           database=args.database, schedules=not args.no_schedules, **threading)
+                           database=args.database, schedules=not args.no_schedules,
+                           streamline=not args.no_streamline, **threading)
     manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir)
     kernels = manifest["kernels"]
     if args.report:
-        print(f"{out}: {kernels['count']} kernels, {len(kernels['unscheduled'])} without a "
-              f"schedule: {', '.join(kernels['unscheduled']) or 'none'}")
+        print(f"{out}: {kernels['count']} kernels, {kernels.get('calls_per_step')} launches per "
+              f"step, {len(kernels['unscheduled'])} without a schedule: "
+              f"{', '.join(kernels['unscheduled']) or 'none'}")
     checks = check_artifact(out) if args.check else []
     if checks:
         print(format_checks(str(out), checks))

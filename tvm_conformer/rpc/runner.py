@@ -325,6 +325,9 @@ def _deploy(session: Any, art: Path, manifest: dict, device: DeviceInfo,
         dev = session.cpu()
         vm = relax.VirtualMachine(session.load_module(remote_name), dev)
         session.get_function("runtime.config_threadpool")(0, threads)
+        # a pool cannot grow past the server's TVM_NUM_THREADS (unset: all cores on Arm, half
+        # the logical CPUs on x86), whatever config_threadpool was asked
+        running = int(session.get_function("runtime.NumThreads")())
     seconds["load_module_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with remote(f"uploading {WEIGHTS}"):
@@ -334,8 +337,10 @@ def _deploy(session: Any, art: Path, manifest: dict, device: DeviceInfo,
     backend = RPCBackend(session, vm, dev, weights, manifest, device, servers, timeout_s,
                          device_timing)
     backend.load_seconds = seconds
+    capped = "" if running == threads else (
+        f"; built for {threads}: start the device's RPC server with TVM_NUM_THREADS={threads}")
     say(progress, f"model loaded on {device.key!r} in {seconds['total_s']:.1f} s "
-        f"({threads} threads)")
+        f"({running} threads{capped})")
     return backend
 
 

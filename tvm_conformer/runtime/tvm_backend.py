@@ -13,7 +13,7 @@ from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manife
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.paths import cache_dir
-from tvm_conformer.runtime.threads import set_threads
+from tvm_conformer.threads import set_threads
 
 
 def check_runs_here(manifest: dict, art: Path) -> None:

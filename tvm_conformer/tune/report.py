@@ -79,7 +79,7 @@ def kernel_report(
     """Every kernel of the step on `threads` threads, heaviest (schedules-only) first."""
     from tvm.s_tir import meta_schedule as ms
 
-    from tvm_conformer.runtime.threads import set_threads
+    from tvm_conformer.threads import set_threads
     from tvm_conformer.tune.tuner import records_per_task
 
     set_threads(threads)
