@@ -4,11 +4,16 @@ is never modified, and a 1-thread build has no parallel loop at all."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tvm
 from tvm import te, topi
 
+from tvm_conformer.build.compile import compile_artifact
 from tvm_conformer.build.pipeline import PipelineOptions
 from tvm_conformer.build.schedule_rules import family_rules, kernel_flops
 
@@ -84,3 +89,46 @@ def test_one_thread_build_is_serial_and_threshold_is_an_option() -> None:
     assert kernel_flops(func) > PipelineOptions().parallel_min_flops
     assert _parallel(_schedule(func, PipelineOptions().serial_below()))
     assert not _parallel(_schedule(func, PipelineOptions(threads=1).serial_below()))
+
+
+_POOL = (
+    "import sys\n"
+    "from tvm_conformer.threads import pool_size, set_threads\n"
+    "from tvm_conformer.errors import UserError\n"
+    "if sys.argv[1] == 'load':\n"
+    "    from tvm_conformer.runtime.tvm_backend import TVMBackend\n"
+    "    TVMBackend.load(sys.argv[2])\n"
+    "else:\n"
+    "    try:\n"
+    "        set_threads(int(sys.argv[2]))\n"
+    "    except UserError as e:\n"
+    "        print(e)\n"
+    "print(pool_size())\n"
+)
+
+
+def _pool(*args: str, env: dict | None = None, pin: bool = False) -> list[str]:
+    cmd = (["taskset", "-c", "0"] if pin else []) + [sys.executable, "-c", _POOL, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    return out.stdout.strip().splitlines()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_the_pool_really_gets_the_threads_asked():
+    """TVM sizes its pool once, to TVM_NUM_THREADS (unset: half the CPUs on x86), and
+    config_threadpool cannot grow it: the package raises the cap, set_threads checks."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _POOL, "set", "2"], capture_output=True,
+                         text=True, check=True, env=env)
+    assert out.stdout.split() == ["2"]
+    capped = _pool("set", "2", env={"TVM_NUM_THREADS": "1"})
+    assert "TVM_NUM_THREADS=2" in capped[0] and capped[-1] == "1"  # one line naming the fix
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_an_artifact_runs_its_threads_on_no_more_cpus_than_it_has(tiny_checkpoint, tmp_path):
+    compile_artifact(tmp_path, "host", tiny_checkpoint, quiet=True, use_default_database=False,
+                     opts=PipelineOptions(threads=2))
+    assert _pool("load", str(tmp_path)) == ["2"]
+    assert _pool("load", str(tmp_path), pin=True) == ["1"]  # a process on one CPU

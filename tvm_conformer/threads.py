@@ -17,6 +17,11 @@ from tvm_conformer.errors import UserError
 CAP = "TVM_NUM_THREADS"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def pool_size() -> int:
     import tvm
 

@@ -87,8 +87,7 @@ def compile_artifact(
     device = load_target(target) if isinstance(target, str) else target
     require_linker(device)  # before the compile it would waste
     opts = opts or PipelineOptions(family=device.family)
-    if not opts.threads:  # built for the thread count it will run with
-        opts = dataclasses.replace(opts, threads=device.threads)
+    opts = opts.with_default_threads(device.threads)  # built for the count it will run with
     if opts.family != device.family:
         raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
     out = Path(out_dir)

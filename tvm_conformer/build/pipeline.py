@@ -11,7 +11,7 @@ pool); phase 4 lowers the graph to the VM. `dump_dir` writes the module after ea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import tvm
@@ -42,6 +42,10 @@ class PipelineOptions:
     # parallel_min_flops run on one thread (0: where the rule parallelized)
     threads: int = 0  # 0: the target's thread count (compile and tune fill it in)
     parallel_min_flops: int = PARALLEL_MIN_FLOPS
+
+    def with_default_threads(self, threads: int) -> PipelineOptions:
+        """These options, built for `threads` unless they already name a thread count."""
+        return self if self.threads else replace(self, threads=threads)
 
     def serial_below(self) -> float:
         """Flops under which a kernel is compiled serial."""

@@ -18,6 +18,12 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims)
 
 
+def is_tensor_of(expr: relax.Expr, dtype: str) -> bool:
+    """Whether `expr` is a tensor of `dtype` (by its type; shape not needed)."""
+    ty = expr.ty
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == dtype
+
+
 def int_values(values: relax.Expr) -> list[int]:
     """The integers of a tuple of PrimValues (strided_slice's axes, begin, end, strides)."""
     return [int(v.value) for v in values.fields]

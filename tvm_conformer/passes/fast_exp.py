@@ -21,10 +21,7 @@ from collections.abc import Callable
 from tvm import relax, te, topi
 from tvm.relax.transform.legalize_ops.common import LegalizeFunc
 
-
-def _is_fp32(call: relax.Call) -> bool:
-    ty = call.args[0].ty
-    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+from tvm_conformer.passes._graph import is_tensor_of
 
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
@@ -34,7 +31,7 @@ def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
 
 def _legalize_sigmoid(default: LegalizeFunc) -> Callable:
     def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        if not _is_fp32(call):
+        if not is_tensor_of(call.args[0], "float32"):
             return default(bb, call)
         return bb.call_te(_fast_sigmoid, call.args[0], primfunc_name_hint="fast_sigmoid")
 
@@ -43,7 +40,7 @@ def _legalize_sigmoid(default: LegalizeFunc) -> Callable:
 
 def _legalize_softmax(default: LegalizeFunc) -> Callable:
     def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        if not _is_fp32(call):
+        if not is_tensor_of(call.args[0], "float32"):
             return default(bb, call)
         return bb.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis),
                           primfunc_name_hint="fast_softmax")

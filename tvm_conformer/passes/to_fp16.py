@@ -8,13 +8,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from tvm_conformer.passes._graph import is_tensor_of
+
 _F16 = "float16"
 _F32 = "float32"
-
-
-def _is_f32(expr: relax.Expr) -> bool:
-    ty = expr.ty
-    return isinstance(ty, relax.TensorType) and str(ty.dtype) == _F32
 
 
 @relax.expr_functor.mutator
@@ -38,14 +35,14 @@ class _Fp16Mutator(relax.PyExprMutator):
         new = self._params.get(var)
         if new is None:
             return super().visit_var_(var)
-        if not _is_f32(new):
+        if not is_tensor_of(new, _F32):
             return new
         if var not in self._casts:
             self._casts[var] = self.builder_.emit(relax.op.astype(new, _F16))
         return self._casts[var]
 
     def visit_generic_const_(self, const: relax.Expr) -> relax.Expr:
-        if not _is_f32(const):
+        if not is_tensor_of(const, _F32):
             return const
         return relax.const(const.value.numpy().astype(np.float16), _F16)
 
@@ -55,7 +52,7 @@ class _Fp16Mutator(relax.PyExprMutator):
         if attrs is not None:  # matmul/conv out_dtype="float32": accumulate in fp16 instead
             new = relax.Call(new.op, new.args, attrs, new.ty_args)
         new = self.builder_.normalize(new)
-        return relax.op.astype(new, _F16) if _is_f32(new) else new
+        return relax.op.astype(new, _F16) if is_tensor_of(new, _F32) else new
 
 
 def _retyped_attrs(attrs: tvm.ir.Attrs | None) -> tvm.ir.Attrs | None:
@@ -72,7 +69,7 @@ def _retyped_attrs(attrs: tvm.ir.Attrs | None) -> tvm.ir.Attrs | None:
 
 def _convert(func: relax.Function, mod: tvm.IRModule, keep_fp32_io: bool) -> relax.Function:
     def new_param(p: relax.Var) -> relax.Var:
-        if keep_fp32_io or not _is_f32(p):
+        if keep_fp32_io or not is_tensor_of(p, _F32):
             return p
         return relax.Var(p.name, relax.TensorType(p.ty.shape, _F16))
 

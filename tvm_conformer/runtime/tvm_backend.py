@@ -13,7 +13,7 @@ from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manife
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.paths import cache_dir
-from tvm_conformer.threads import set_threads
+from tvm_conformer.threads import available_cpus, set_threads
 
 
 def check_runs_here(manifest: dict, art: Path) -> None:
@@ -64,7 +64,8 @@ class TVMBackend:
                 f"{art} was compiled from {manifest['model']['checkpoint']}, not from {expect_model}: "
                 f"recompile with `tvm-conformer compile --model {expect_model}`"
             )
-        set_threads(threads or manifest["target"]["threads"])  # the thread count it was built for
+        # the thread count it was built for, on no more threads than this process may use
+        set_threads(threads or min(manifest["target"]["threads"], available_cpus()))
         dev = tvm.cpu()
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(art / LIB)), dev)
         weights = [tvm.runtime.tensor(w, dev) for w in load_weights(art / WEIGHTS)]

@@ -16,7 +16,6 @@ them; `resume` skips tasks that have their trials and tops up the others.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -315,8 +314,7 @@ def tune(
         raise UserError(f"code for {device.name} cannot run on this {platform.machine()} machine: "
                         "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
     threads = threads or device.threads
-    if not opts.threads:  # the rules' seeds follow the thread policy of the pool they run on
-        opts = dataclasses.replace(opts, threads=threads)
+    opts = opts.with_default_threads(threads)  # the seeds follow the policy of the pool they run on
     log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
     asr, _ = load_checkpoint(model)
     manifest = _open_log_dir(log_dir, resume, asr.cfg.hash(), opts)
