@@ -15,7 +15,9 @@ kernels of their own (12 SiLU and 18 residual kernels per step of the shipped mo
    the same input and become one matmul against the three weights side by side (concatenated
    once at compile time when weights are lifted), then split.
 
-Numerically the same graph: the matmuls sum the same products in the same order.
+Numerically the same graph: the matmuls sum the same products in the same order. A rewritten
+linear whose flat matmul or bias add were also read elsewhere would be computed twice; the
+imported step has no such linear (tests/test_streamline_step.py counts its launches).
 """
 
 from __future__ import annotations
