@@ -1,6 +1,7 @@
 """The one Relax pipeline of tvm-conformer, registered as `tvm_conformer`, read top to bottom.
 
-Phase 1 rewrites the high-level graph (the project's passes) and, when asked, lifts what
+Phase 1 rewrites the high-level graph (the project's graph passes asked for, then
+`streamline_step` so that linears keep their epilogues, then precision) and, when asked, lifts what
 depends on the weights alone (transposes and reshapes of weights) out of `main` into a function
 run once at compile time; phase 2 lowers operators to TIR (fp32 sigmoid and softmax through a
 vectorizable exp) and fuses them; phase 3 schedules every kernel (a tuning database first, then
