@@ -10,7 +10,7 @@ row (time or frequency) in vector registers.
 a tile of rows x vector lanes accumulated in registers, the reduction innermost but one; column
 tiles outermost and in parallel (each weight slice read once from memory), row tiles for 1x1
 convs.
-`VectorizeInnermost` (tvm_conformer.targets.vectorize): elementwise kernels and the rest.
+`VectorizeInnermost` (tvm_conformer.compiler.vectorize): elementwise kernels and the rest.
 
 The tuner measures these schedules first and records them (`tvm_conformer.tune.tuner`): tuning
 starts from them, and a database never holds worse.
@@ -24,8 +24,8 @@ from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
-from tvm_conformer.targets.vectorize import VectorizeInnermost, index_stride
-from tvm_conformer.tune.tasks import operands, reads_one_channel
+from tvm_conformer.compiler.blocks import operands, reads_one_channel
+from tvm_conformer.compiler.vectorize import VectorizeInnermost, index_stride
 
 MAX_ROW_TILE = 8  # rows x one vector of accumulators stay within the 16/32 vector registers
 

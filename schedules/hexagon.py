@@ -1,7 +1,7 @@
 """Hexagon: every kernel the rule can take is vectorized by one 128-byte HVX register
 (32 fp32 / 64 fp16 lanes), so the LLVM Hexagon backend emits HVX (`vmem`, `vmpy`) for it."""
 
-from tvm_conformer.targets.vectorize import VectorizeInnermost
+from tvm_conformer.compiler.vectorize import VectorizeInnermost
 
 HVX_BITS = 1024  # +hvx-length128b; LLVM reports 128 bits for `hexagon`, the scalar width
 

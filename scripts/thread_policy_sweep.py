@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tvm_conformer.bench.engines import TvmEngine
-from tvm_conformer.build.compile import compile_artifact
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler.compile import compile_artifact
+from tvm_conformer.compiler.pipeline import PipelineOptions
 
 VARIANTS = {"rules' choice": {"threads": 2, "parallel_min_flops": 0},
             "300k": {"threads": 2, "parallel_min_flops": 300_000},

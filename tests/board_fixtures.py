@@ -82,8 +82,8 @@ def board_artifact(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     project's schedules: tests that use it check deployment, not the schedules (on aarch64,
     schedules/cpu.py's DepthwiseConv currently miscomputes the subsampling conv2d)."""
     require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")
-    from tvm_conformer.build.compile import compile_artifact
-    from tvm_conformer.build.pipeline import PipelineOptions
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
 
     out = tmp_path_factory.mktemp("board-artifact")
     compile_artifact(out, BOARD_TARGET, tiny_checkpoint, opts=PipelineOptions(schedules=False),

@@ -62,7 +62,7 @@ def test_kernel_profile_sees_every_call_of_the_vm_bytecode(tiny_checkpoint: Path
     from tvm import relax
 
     from tvm_conformer.bench.kernel_profile import BUILTIN_PREFIX, profile_artifact
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.model import load_checkpoint
 
     compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True, use_default_database=False)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tvm_conformer.build.artifact import LIB, MANIFEST
-from tvm_conformer.build.compile import compile_artifact
+from tvm_conformer.compiler.artifact import LIB, MANIFEST
+from tvm_conformer.compiler.compile import compile_artifact
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import load_checkpoint
 from tvm_conformer.runtime.tvm_backend import TVMBackend
@@ -149,7 +149,7 @@ def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path)
     import tvm
     from tvm import relax
 
-    from tvm_conformer.build.pipeline import PipelineOptions, tvm_conformer_pipeline
+    from tvm_conformer.compiler.pipeline import PipelineOptions, tvm_conformer_pipeline
     from tvm_conformer.frontend import import_step
 
     model, _ = load_checkpoint(tiny_checkpoint)
@@ -194,7 +194,7 @@ def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path)
 def test_cached_host_build_is_rebuilt_when_the_compiler_changes(tiny_checkpoint, tmp_path, monkeypatch):
     """`transcribe --backend tvm` compiles on first use and reuses the build, unless the
     compiler's code (import, passes, pipeline, rules) changed since: then it is a new build."""
-    from tvm_conformer.build import artifact
+    from tvm_conformer.compiler import artifact
     from tvm_conformer.runtime import tvm_backend
 
     monkeypatch.setattr(tvm_backend, "cache_dir", lambda: tmp_path)

@@ -90,7 +90,7 @@ def test_unknown_pass_and_precision_are_refused(capsys: pytest.CaptureFixture) -
 def test_one_thread_build_has_no_parallel_loop_and_says_so(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """`--threads 1`: every kernel serial (the library never calls TVM's thread pool), and
     the manifest records the thread count the runtime then uses."""
-    from tvm_conformer.build.artifact import LIB
+    from tvm_conformer.compiler.artifact import LIB
 
     art = tmp_path / "one"
     assert main(["compile", "--model", str(tiny_checkpoint), "-o", str(art), "--threads", "1",
@@ -149,8 +149,8 @@ def test_pass_selection_defaults_to_none_like_the_api() -> None:
     """The CLI builds what `compile_artifact` and `transcribe` build unless told otherwise."""
     import argparse
 
-    from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
     from tvm_conformer.cli.compile import _passes
+    from tvm_conformer.compiler.pipeline import GRAPH_PASSES, PipelineOptions
 
     def parsed(passes: str | None, no_passes: bool = False) -> tuple[str, ...]:
         return _passes(argparse.Namespace(passes=passes, no_passes=no_passes))

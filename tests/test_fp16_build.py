@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tvm_conformer.audio.features import compute_fbank
-from tvm_conformer.build.compile import compile_artifact
-from tvm_conformer.build.pipeline import PipelineOptions
 from tvm_conformer.cli.study_fp16 import parse_gains
+from tvm_conformer.compiler.compile import compile_artifact
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ConformerASR, load_checkpoint
 from tvm_conformer.runtime.backend import StepBackend, TorchBackend

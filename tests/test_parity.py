@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tvm_conformer.audio.wav import load_audio
-from tvm_conformer.build.compile import compile_artifact
+from tvm_conformer.compiler.compile import compile_artifact
 from tvm_conformer.model import load_checkpoint
 from tvm_conformer.paths import ASSETS_DIR
 from tvm_conformer.runtime.backend import TorchBackend

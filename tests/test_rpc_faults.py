@@ -107,7 +107,7 @@ def test_artifact_for_another_architecture_is_refused_before_upload(
     emulated_board: "EmulatedBoard", tiny_checkpoint: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.rpc import runner
 
     compile_artifact(tmp_path, "host", tiny_checkpoint, quiet=True)

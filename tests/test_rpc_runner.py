@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from tvm_conformer.build.artifact import read_manifest
 from tvm_conformer.cli import main
+from tvm_conformer.compiler.artifact import read_manifest
 from tvm_conformer.errors import UserError
 from tvm_conformer.paths import ASSETS_DIR, DEFAULT_RECORDING
 from tvm_conformer.rpc.results import read_results, summarize
@@ -122,7 +122,7 @@ def test_bench_fails_loudly_when_the_device_disagrees_with_the_host(
 ) -> None:
     import shutil
 
-    from tvm_conformer.build.artifact import WEIGHTS, load_weights, save_weights, write_manifest
+    from tvm_conformer.compiler.artifact import WEIGHTS, load_weights, save_weights, write_manifest
     from tvm_conformer.rpc.runner import bench_rpc
 
     # a consistent artifact that computes something else: the weights changed, hashes renewed
@@ -150,7 +150,7 @@ def test_default_aarch64_build_matches_pytorch(
     from board_fixtures import BOARD_TARGET
 
     from tvm_conformer.audio.wav import load_audio
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.rpc.runner import make_rpc_backend
     from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
 

@@ -7,7 +7,7 @@ import pytest
 import tvm
 from tvm import te, topi
 
-from tvm_conformer.build.schedule_rules import project_rules
+from tvm_conformer.compiler.schedule_rules import project_rules
 
 pytestmark = pytest.mark.slow
 

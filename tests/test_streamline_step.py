@@ -8,7 +8,7 @@ import tvm
 from tvm import relax
 from tvm.script import relax as R
 
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.passes.streamline_step import LinearsOnBatches, StreamlineStep, TakeAsSlice
 
 HOST = tvm.target.Target({"kind": "llvm"})
@@ -107,7 +107,7 @@ def test_a_reshape_that_is_no_linear_is_left_alone():
 
 
 def test_the_step_has_fewer_kernels_and_the_same_numbers(tiny_checkpoint, tmp_path):
-    from tvm_conformer.build.compile import compile_artifact  # noqa: PLC0415
+    from tvm_conformer.compiler.compile import compile_artifact  # noqa: PLC0415
     from tvm_conformer.runtime.tvm_backend import TVMBackend  # noqa: PLC0415
 
     calls, outs = {}, {}

@@ -12,12 +12,14 @@ from tvm import te, topi
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from tvm_conformer.build.compile import compile_artifact
-from tvm_conformer.build.link import OPENCL_SOURCE, apt_package
-from tvm_conformer.build.pipeline import PipelineOptions, tvm_conformer_pipeline
+from tvm_conformer.compiler.compile import compile_artifact
+from tvm_conformer.compiler.link import OPENCL_SOURCE, apt_package
+from tvm_conformer.compiler.pipeline import PipelineOptions, tvm_conformer_pipeline
+from tvm_conformer.compiler.roofline import Work, count_work, estimate, kernel_macs
+from tvm_conformer.compiler.vectorize import VectorizeInnermost
 from tvm_conformer.model import ModelConfig, load_checkpoint
 from tvm_conformer.targets import list_targets, load_target
-from tvm_conformer.targets.checks import (
+from tvm_conformer.verify.checks import (
     HVX,
     NEON_A32,
     NEON_A64,
@@ -26,8 +28,6 @@ from tvm_conformer.targets.checks import (
     check_opencl,
     vector_counts,
 )
-from tvm_conformer.targets.roofline import Work, count_work, estimate, kernel_macs
-from tvm_conformer.targets.vectorize import VectorizeInnermost
 
 HOST = tvm.target.Target({"kind": "llvm"})
 CROSS = ("rpi4", "armv7-a7", "hexagon-v68", "mali-g78")
@@ -277,7 +277,7 @@ def test_checks_fail_on_the_wrong_machine_and_on_broken_opencl(artifacts, tmp_pa
 
 @pytest.mark.slow
 def test_mali_schedules_every_kernel_and_embeds_the_opencl_it_checks(artifacts) -> None:  # noqa: ANN001
-    from tvm_conformer.build.artifact import read_manifest
+    from tvm_conformer.compiler.artifact import read_manifest
 
     art = artifacts("mali-g78", "fp32")
     assert read_manifest(art)["kernels"]["unscheduled"] == []
@@ -351,6 +351,6 @@ def test_estimate_is_the_slower_of_compute_and_memory_over_audio() -> None:
 
 
 def test_chunk_of_the_default_model_is_0_64_seconds() -> None:
-    from tvm_conformer.targets.roofline import chunk_seconds
+    from tvm_conformer.compiler.roofline import chunk_seconds
 
     assert chunk_seconds(ModelConfig()) == pytest.approx(0.64)

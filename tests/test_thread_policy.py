@@ -13,9 +13,9 @@ import pytest
 import tvm
 from tvm import te, topi
 
-from tvm_conformer.build.compile import compile_artifact
-from tvm_conformer.build.pipeline import PipelineOptions
-from tvm_conformer.build.schedule_rules import family_rules, kernel_flops
+from tvm_conformer.compiler.compile import compile_artifact
+from tvm_conformer.compiler.pipeline import PipelineOptions
+from tvm_conformer.compiler.schedule_rules import family_rules, kernel_flops
 
 HOST = tvm.target.Target({"kind": "llvm"})
 

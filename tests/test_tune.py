@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler import database as tdb
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import load_checkpoint
 from tvm_conformer.targets import load_target
-from tvm_conformer.tune import database as tdb
 
 if TYPE_CHECKING:
     from board_fixtures import EmulatedBoard
@@ -119,7 +119,7 @@ def _records(log_dir: Path) -> list[str]:
 def test_local_tune_is_applied_by_compile(tiny_checkpoint: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A short tune writes a database that `compile` picks up by default; numbers still match."""
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.runtime.backend import TorchBackend
     from tvm_conformer.runtime.tvm_backend import TVMBackend
     from tvm_conformer.tune.tuner import tune

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from tvm_conformer.audio.features import compute_fbank
 from tvm_conformer.audio.wav import load_audio
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.evaluate import read_manifest
 from tvm_conformer.paths import DEFAULT_CHECKPOINT
@@ -118,9 +118,9 @@ class _Tally:
 def build_artifacts(model: str | Path, out_dir: str | Path, quiet: bool = False) -> dict[str, Path]:
     """Host builds of `model` for every config in `out_dir/<config>`; a build of the same
     checkpoint and pipeline options found there is reused."""
-    from tvm_conformer.build.artifact import read_manifest as read_artifact
-    from tvm_conformer.build.artifact import sha256_file
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.artifact import read_manifest as read_artifact
+    from tvm_conformer.compiler.artifact import sha256_file
+    from tvm_conformer.compiler.compile import compile_artifact
 
     digest = sha256_file(model)
     arts = {}
@@ -152,7 +152,7 @@ def run_study(
 ) -> dict:
     """Runs the study and writes `RESULTS_JSON`, `TABLE_MD` and `PLOT_PNG` into `out`; returns
     the results (builds are kept in `out/artifacts`)."""
-    from tvm_conformer.build.artifact import sha256_file
+    from tvm_conformer.compiler.artifact import sha256_file
     from tvm_conformer.runtime.tvm_backend import TVMBackend
 
     out = Path(out)

@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions, tvm_conformer_pipeline
+from tvm_conformer.compiler.pipeline import GRAPH_PASSES, PipelineOptions, tvm_conformer_pipeline
 from tvm_conformer.errors import UserError
 from tvm_conformer.frontend import import_step
 from tvm_conformer.model import ConformerASR, ModelConfig, load_checkpoint

@@ -107,7 +107,7 @@ class TvmEngine:
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
-        from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manifest
+        from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
         from tvm_conformer.threads import set_threads
 
         art = Path(artifact)

@@ -88,7 +88,7 @@ def _sha(text: str) -> str:
 
 
 def _compiler_sources_hash() -> str:
-    from tvm_conformer.build.artifact import compiler_sources_hash
+    from tvm_conformer.compiler.artifact import compiler_sources_hash
 
     return compiler_sources_hash()
 
@@ -97,7 +97,7 @@ class Builder:
     """Builds what each engine loads (ONNX files, TVM artifacts) once, cached under `cache`."""
 
     def __init__(self, cache: Path, checkpoint: Path, model: ConformerASR) -> None:
-        from tvm_conformer.build.artifact import sha256_file
+        from tvm_conformer.compiler.artifact import sha256_file
 
         self.checkpoint, self.model = checkpoint, model
         self.dir = cache / f"{model.cfg.hash()}-{sha256_file(checkpoint)[:12]}"
@@ -140,7 +140,7 @@ class Builder:
         art = self.dir / f"{spec.mode}-{spec.label}-{key}"
         if not (art / "manifest.json").is_file():
             if spec.mode == "stream":
-                from tvm_conformer.build.compile import compile_artifact
+                from tvm_conformer.compiler.compile import compile_artifact
 
                 # no database but the one `opts` names: untuned and schedules must stay so
                 compile_artifact(art, "host", self.checkpoint, opts=opts, quiet=True,
@@ -153,8 +153,8 @@ class Builder:
 def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - PipelineOptions
     """The `tvm_conformer` pipeline options of a TVM variant; `tuned` takes the committed host
     database (`tuning_logs/host/`) when its manifest matches this model and these options."""
-    from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
-    from tvm_conformer.tune.database import log_dir_for, mismatch, read_manifest
+    from tvm_conformer.compiler.database import log_dir_for, mismatch, read_manifest
+    from tvm_conformer.compiler.pipeline import GRAPH_PASSES, PipelineOptions
 
     # built for its thread count (1: serial kernels); untuned kernels have no threads to set
     opts = PipelineOptions(passes=GRAPH_PASSES if spec.passes else (), precision=spec.precision,
@@ -173,7 +173,7 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
 
 
 def _database_hash(opts) -> str | None:  # noqa: ANN001
-    from tvm_conformer.build.compile import database_info
+    from tvm_conformer.compiler.compile import database_info
 
     info = database_info(opts.database)
     return json.dumps(info["sha256"]) if info else None
@@ -527,7 +527,7 @@ def run_scaling(model: ConformerASR, checkpoint: Path, cache: Path, work: Path, 
     sizes have random weights. A point whose config is the benchmark model's reuses its builds.
     """
     from tvm_conformer.bench.macs import step_macs
-    from tvm_conformer.build.artifact import sha256_file
+    from tvm_conformer.compiler.artifact import sha256_file
 
     base = model.cfg
     points: dict[ModelConfig, list[str]] = {}  # a config in both series is measured once

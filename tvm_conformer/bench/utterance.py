@@ -79,10 +79,10 @@ def build_utterance_artifact(out_dir: Path, model: ConformerASR, frames: int, op
     directory (lib.so, weights.npz, manifest.json) that `engines.TvmEngine` loads."""
     import tvm
 
-    from tvm_conformer.build.artifact import LIB, WEIGHTS, save_weights, write_manifest
-    from tvm_conformer.build.compile import run_weight_transform
-    from tvm_conformer.build.link import export
-    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.compiler.artifact import LIB, WEIGHTS, save_weights, write_manifest
+    from tvm_conformer.compiler.compile import run_weight_transform
+    from tvm_conformer.compiler.link import export
+    from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
     from tvm_conformer.targets import load_target
 
     t0 = time.time()

@@ -84,7 +84,7 @@ def _profile(args: argparse.Namespace) -> int:
     from tvm_conformer.bench.engines import EngineSpec
     from tvm_conformer.bench.harness import Builder, benchmark_model
     from tvm_conformer.bench.kernel_profile import format_profile, profile_artifact
-    from tvm_conformer.build.artifact import read_manifest
+    from tvm_conformer.compiler.artifact import read_manifest
     from tvm_conformer.model import load_checkpoint
 
     if args.artifact:

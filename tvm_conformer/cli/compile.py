@@ -69,7 +69,7 @@ def _split(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 def _passes(args: argparse.Namespace) -> tuple[str, ...]:
-    from tvm_conformer.build.pipeline import GRAPH_PASSES
+    from tvm_conformer.compiler.pipeline import GRAPH_PASSES
 
     if args.no_passes or not args.passes:
         return ()
@@ -88,9 +88,9 @@ def _targets(text: str) -> list:  # noqa: ANN202 - list[DeviceTarget]
 
 def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple[dict, list]:  # noqa: ANN001
     """One artifact, with the report and checks asked for: (manifest, check results)."""
-    from tvm_conformer.build.compile import compile_artifact
-    from tvm_conformer.build.pipeline import PipelineOptions
-    from tvm_conformer.targets.checks import check_artifact, format_checks
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
+    from tvm_conformer.verify.checks import check_artifact, format_checks
 
     if args.threads < 0 or (args.parallel_min_flops or 0) < 0:
         raise UserError("--threads and --parallel-min-flops take a count >= 0")
@@ -113,10 +113,10 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
 
 
 def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> list[str]:  # noqa: ANN001
-    from tvm_conformer.build.artifact import LIB, WEIGHTS
+    from tvm_conformer.compiler.artifact import LIB, WEIGHTS
+    from tvm_conformer.compiler.roofline import chunk_seconds, estimate, manifest_work
     from tvm_conformer.model import ModelConfig
-    from tvm_conformer.targets.checks import MARK
-    from tvm_conformer.targets.roofline import chunk_seconds, estimate, manifest_work
+    from tvm_conformer.verify.checks import MARK
 
     bound = estimate(device, manifest_work(manifest, out),
                      chunk_seconds(ModelConfig(**manifest["model"]["config"])), precision)
@@ -130,7 +130,7 @@ def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> lis
 def run(args: argparse.Namespace) -> int:
     """Compile each (target, precision); with several, go on after a failure and summarize.
     Exit 1 when a check or (with several builds) a build fails."""
-    from tvm_conformer.targets.checks import format_table
+    from tvm_conformer.verify.checks import format_table
 
     devices = _targets(args.target)
     precisions = _split(args.precision, PRECISIONS, "precision")

@@ -31,13 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Count (or read) the work of one step, bound it, print and save the estimate."""
+    from tvm_conformer.compiler.roofline import estimate, format_estimate
     from tvm_conformer.targets import load_target
-    from tvm_conformer.targets.roofline import estimate, format_estimate
 
     if args.artifact:
-        from tvm_conformer.build.artifact import read_manifest
+        from tvm_conformer.compiler.artifact import read_manifest
+        from tvm_conformer.compiler.roofline import chunk_seconds, manifest_work
         from tvm_conformer.model import ModelConfig
-        from tvm_conformer.targets.roofline import chunk_seconds, manifest_work
 
         manifest = read_manifest(args.artifact, verify=False)
         device = load_target(args.target or manifest["target"]["name"])
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.target:
             raise UserError("give --target NAME (or --artifact DIR of a compiled model)")
-        from tvm_conformer.build.pipeline import PipelineOptions
-        from tvm_conformer.targets.roofline import model_work
+        from tvm_conformer.compiler.pipeline import PipelineOptions
+        from tvm_conformer.compiler.roofline import model_work
 
         device, precision = load_target(args.target), args.precision
         # the pipeline `tvm-conformer compile` runs by default

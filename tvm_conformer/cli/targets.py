@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table."""
-    from tvm_conformer.build.link import apt_package, linker_tool
+    from tvm_conformer.compiler.link import apt_package, linker_tool
     from tvm_conformer.targets import list_targets
-    from tvm_conformer.targets.checks import format_table
+    from tvm_conformer.verify.checks import format_table
 
     rows = [["name", "family", "tvm target", "cross compiler", "status", "peak GFLOP/s",
              "rpc key"]]

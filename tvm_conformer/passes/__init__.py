@@ -8,7 +8,7 @@ from tvm_conformer.errors import UserError
 
 
 def by_name(name: str) -> tvm.transform.Pass:
-    """The graph pass called `name` in `tvm_conformer.build.pipeline.GRAPH_PASSES`:
+    """The graph pass called `name` in `tvm_conformer.compiler.pipeline.GRAPH_PASSES`:
     "layout" (ChannelsFirstLayout), "einsum" (ChunkedEinsumAttention), "fuse" (FoldBatchNorm
     then FuseConformerOps)."""
     from tvm_conformer.passes.channels_first_layout import ChannelsFirstLayout

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tvm_conformer.build.artifact import (
+from tvm_conformer.compiler.artifact import (
     LIB,
     MANIFEST,
     WEIGHTS,
@@ -512,8 +512,8 @@ def artifact_for(target: str | None, artifact: str | Path | None, model: str | P
     that command's defaults; a build there of the same checkpoint, target and TVM is reused."""
     import tvm
 
-    from tvm_conformer.build.compile import compile_artifact
-    from tvm_conformer.build.pipeline import GRAPH_PASSES, PipelineOptions
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import GRAPH_PASSES, PipelineOptions
     from tvm_conformer.targets import load_target
 
     if target is None:

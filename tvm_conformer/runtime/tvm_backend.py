@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvm_conformer.build.artifact import LIB, WEIGHTS, load_weights, read_manifest
+from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.paths import cache_dir
@@ -54,7 +54,7 @@ class TVMBackend:
         import tvm
         from tvm import relax
 
-        from tvm_conformer.build.artifact import sha256_file
+        from tvm_conformer.compiler.artifact import sha256_file
 
         art = Path(art_dir)
         manifest = read_manifest(art)
@@ -102,8 +102,8 @@ def host_artifact(model: str | Path) -> Path:
     import tvm
 
     from tvm_conformer import __version__
-    from tvm_conformer.build.artifact import compiler_sources_hash, sha256_file
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.artifact import compiler_sources_hash, sha256_file
+    from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.paths import TUNING_LOGS_DIR
 
     # what the host build depends on besides the checkpoint: versions, the compiler's code

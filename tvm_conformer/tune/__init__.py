@@ -2,6 +2,7 @@
 
     tasks.py     the pipeline's fused kernels as tuning tasks, by group (depthwise, conv, ...)
     tuner.py     `tune`: XGBoost + evolutionary search, cross-compiling builder, local/RPC runner
-    database.py  `tuning_logs/<target>/` with its manifest; `default_database` for `compile`
+    (the database format itself, `tuning_logs/<target>/` and its manifest, is
+    `tvm_conformer.compiler.database`: `compile` reads it, `tune` writes it)
     report.py    per-kernel and whole-model latencies: untuned, schedules/ only, tuned
 """

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler import database as tdb
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, DEFAULT_RECORDING
 from tvm_conformer.targets import DeviceTarget, load_target
-from tvm_conformer.tune import database as tdb
 from tvm_conformer.tune.tasks import Task, extract_tasks
 
 VARIANTS = ("untuned", "schedules", "tuned")
@@ -54,7 +54,7 @@ def _median_us(mod, args: list, target, rounds: int) -> float:  # noqa: ANN001
 def kernel_variants(task: Task, family: str, target, db,  # noqa: ANN001
                     parallel_min_flops: float = 0) -> dict:
     """The task's kernel untuned, scheduled by the family's rules, and by its best record."""
-    from tvm_conformer.build.schedule_rules import family_rules
+    from tvm_conformer.compiler.schedule_rules import family_rules
 
     best = db.query_schedule(task.mod, target, workload_name="main")
     with target:  # the rules work on a copy: the task's kernel stays untuned
@@ -98,7 +98,7 @@ def kernel_report(
 
 
 def _build(out: Path, device: DeviceTarget, model: str | Path, opts: PipelineOptions) -> Path:
-    from tvm_conformer.build.compile import compile_artifact
+    from tvm_conformer.compiler.compile import compile_artifact
 
     compile_artifact(out, device, model, opts=opts, quiet=True, use_default_database=False)
     return out

@@ -17,40 +17,18 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 
+from tvm_conformer.compiler.blocks import CONV_BLOCKS, operands, reads_one_channel
 from tvm_conformer.errors import UserError
 
 if TYPE_CHECKING:
     from tvm.s_tir.meta_schedule import ExtractedTask
 
-    from tvm_conformer.build.pipeline import PipelineOptions
+    from tvm_conformer.compiler.pipeline import PipelineOptions
     from tvm_conformer.targets import DeviceTarget
 
-CONV_BLOCKS = ("conv1d", "conv2d")  # TOPI's convolution blocks have one of these in their name
 # depthwise: the depthwise convs (subsampling, convolution modules); conv: every conv;
 # attention: the batched matmuls and the softmax of self-attention; all: every kernel.
 GROUPS = ("depthwise", "conv", "attention", "all")
-
-
-def operands(block: s_tir.SBlock) -> list:
-    """The regions (`tvm.ir.TensorRegion`) `block` reads besides what it writes."""
-    out = [w.source for w in block.writes]
-    return [r for r in block.reads if not any(r.source.same_as(o) for o in out)]
-
-
-def reads_one_channel(block: s_tir.SBlock) -> bool:
-    """A convolution block in which every output reads a single input channel (depthwise, or a
-    single-channel input): no (non-unit) reduction iterator indexes the data's channel axis."""
-    if not any(name in block.name_hint for name in CONV_BLOCKS):
-        return False
-    data = operands(block)
-    if not data or len(data[0].region) < 3:
-        return False
-    reduce = {iv.var for iv in block.iter_vars
-              if iv.iter_type == tirx.IterVar.CommReduce and int(iv.dom.extent) > 1}
-    channel = data[0].region[1].min
-    used: set = set()
-    tvm_ffi.structural_walk(channel, (tirx.Var, used.add))
-    return reduce.isdisjoint(used)
 
 
 def _blocks(func: tirx.PrimFunc) -> list[s_tir.SBlock]:
@@ -97,7 +75,7 @@ class Task:
 
 def fused_module(mod: tvm.IRModule, device: DeviceTarget, opts: PipelineOptions) -> tvm.IRModule:
     """`mod` after the pipeline's phase 2 (operators lowered to TIR and fused), for `device`."""
-    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
 
     captured: dict[str, tvm.IRModule] = {}
 
@@ -119,7 +97,7 @@ def extract_tasks(
     """The step's kernels for `device`, heaviest group first: convs, attention, the rest."""
     from tvm.s_tir import meta_schedule as ms
 
-    from tvm_conformer.build.compile import import_for_pipeline
+    from tvm_conformer.compiler.compile import import_for_pipeline
     from tvm_conformer.model import load_checkpoint
 
     asr, _ = load_checkpoint(model)

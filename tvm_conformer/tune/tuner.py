@@ -8,7 +8,7 @@ evolutionary search over MetaSchedule's design space, guided by an XGBoost cost 
 the session. (A hand schedule's tiles made tunable is no search space here: replaying its trace
 with other tile sizes changes the loop structure, which MetaSchedule's replay rejects.) A
 builder links every candidate the way `compile` does (cross g++ or ld.lld,
-`tvm_conformer.build.link`); the runner is this machine or a device behind an RPC tracker.
+`tvm_conformer.compiler.link`); the runner is this machine or a device behind an RPC tracker.
 Records are appended to the JSON database as they are measured, so an interrupted run keeps
 them; `resume` skips tasks that have their trials and tops up the others.
 """
@@ -33,11 +33,11 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler import database as tdb
+from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, cache_dir
 from tvm_conformer.targets import DeviceTarget, load_target
-from tvm_conformer.tune import database as tdb
 from tvm_conformer.tune.export import export_candidate
 from tvm_conformer.tune.tasks import Task, extract_tasks, select_tasks
 
@@ -302,8 +302,8 @@ def tune(
     manifest. On the host `threads` (default the target's) sizes the measuring thread pool."""
     from tqdm import tqdm
 
-    from tvm_conformer.build.artifact import sha256_file
-    from tvm_conformer.build.schedule_rules import rule_list
+    from tvm_conformer.compiler.artifact import sha256_file
+    from tvm_conformer.compiler.schedule_rules import rule_list
     from tvm_conformer.model import load_checkpoint
 
     device = load_target(target) if isinstance(target, str) else target

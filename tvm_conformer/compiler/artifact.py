@@ -38,7 +38,7 @@ def compiler_sources_hash() -> str:
     """Hash of the project's compiler code (import, passes, pipeline, rules): a cached build
     is stale when any of it changes."""
     pkg = Path(__file__).resolve().parent.parent
-    files = [f for d in ("frontend", "passes", "build", "targets") for f in sorted((pkg / d).glob("*.py"))]
+    files = [f for d in ("frontend", "passes", "compiler", "targets") for f in sorted((pkg / d).glob("*.py"))]
     files += sorted((pkg.parent / "schedules").glob("*.py"))
     h = hashlib.sha256()
     for f in files:

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from tvm_conformer.build.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
-from tvm_conformer.build.pipeline import (
+from tvm_conformer.compiler.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
+from tvm_conformer.compiler.pipeline import (
     PipelineOptions,
     kernel_calls,
     kernel_names,
@@ -79,10 +79,10 @@ def compile_artifact(
     manifest matches (`use_default_database=False`: never)."""
     import tvm
 
-    from tvm_conformer.build.link import export, require_linker
-    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
-    from tvm_conformer.targets.roofline import count_work
-    from tvm_conformer.tune.database import default_database
+    from tvm_conformer.compiler.database import default_database
+    from tvm_conformer.compiler.link import export, require_linker
+    from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.compiler.roofline import count_work
 
     device = load_target(target) if isinstance(target, str) else target
     require_linker(device)  # before the compile it would waste

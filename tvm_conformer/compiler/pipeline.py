@@ -85,7 +85,7 @@ def _schedule_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
     if opts.database:
         out.append(relax.transform.MetaScheduleApplyDatabase(opts.database, enable_warning=False))
     if opts.schedules:
-        from tvm_conformer.build.schedule_rules import family_rules
+        from tvm_conformer.compiler.schedule_rules import family_rules
 
         out.append(family_rules(opts.family, opts.serial_below()))
     return out

@@ -20,11 +20,11 @@ import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 
-from tvm_conformer.build.pipeline import PipelineOptions
+from tvm_conformer.compiler.pipeline import PipelineOptions
+from tvm_conformer.compiler.vectorize import is_multiply_accumulate
 from tvm_conformer.errors import UserError
 from tvm_conformer.model.config import ModelConfig
 from tvm_conformer.targets.registry import DeviceTarget
-from tvm_conformer.targets.vectorize import is_multiply_accumulate
 
 FRAME_SECONDS = 0.01  # fbank hop
 LABEL = "estimate (roofline lower bound), not a measurement"
@@ -109,8 +109,8 @@ def model_work(
 ) -> tuple[Work, float]:
     """(work of one step, seconds of audio per step) of a checkpoint compiled for `device`
     with `opts`, counted without scheduling kernels or generating code."""
-    from tvm_conformer.build.compile import import_for_pipeline
-    from tvm_conformer.build.pipeline import tvm_conformer_pipeline
+    from tvm_conformer.compiler.compile import import_for_pipeline
+    from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
     from tvm_conformer.model import load_checkpoint
 
     asr, _ = load_checkpoint(checkpoint)

@@ -10,8 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tvm_conformer.build.artifact import LIB, read_manifest
-from tvm_conformer.build.link import OPENCL_SOURCE, require_tool
+from tvm_conformer.compiler.artifact import LIB, read_manifest
+from tvm_conformer.compiler.link import OPENCL_SOURCE, require_tool
 
 # ELF class of each machine the targets name (what `readelf -h` prints for it)
 ELF_CLASS = {"AArch64": "ELF64", "ARM": "ELF32", "QUALCOMM DSP6": "ELF32",
@@ -141,7 +141,7 @@ def check_artifact(art_dir: str | Path) -> list[CheckResult]:
     manifest = read_manifest(art)
     target = manifest["target"]
     machine = target.get("elf_machine")
-    from tvm_conformer.targets.roofline import manifest_work
+    from tvm_conformer.compiler.roofline import manifest_work
 
     lib = art / LIB
     kernel_macs = manifest_work(manifest, art).kernel_macs
