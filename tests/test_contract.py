@@ -14,7 +14,9 @@ import torch
 from tvm_conformer.paths import PACKAGE_DIR
 
 ASSETS = PACKAGE_DIR / "assets"
-RECORDINGS = [ASSETS / "sample.wav", *sorted((ASSETS / "test_utts").glob("*.flac"))[:2]]
+# sample.wav is test-000000 of the test set: two more recordings, one a held-out voice
+RECORDINGS = [ASSETS / "sample.wav", *sorted((ASSETS / "test_utts").glob("test-*.flac"))[1:2],
+              *sorted((ASSETS / "test_utts").glob("test_heldout_voices-*.flac"))[:1]]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +68,176 @@ def test_sherpa_onnx_loads_and_decodes_them(spec: cm.Spec, contract_files) -> No
     text, toks = sherpa_decode(model, tokens, spec, RECORDINGS[0])
     assert toks, "random weights still emit tokens (the CTC layer is scaled up)"
     assert text
+
+
+# --- import: malformed files get one line each ------------------------------------------------
+
+def _variant(src: tuple[Path, Path], out: Path, edit) -> tuple[Path, Path]:  # noqa: ANN001
+    import onnx
+
+    out.mkdir(parents=True, exist_ok=True)
+    m = onnx.load(str(src[0]))
+    tokens = src[1].read_text()
+    tokens = edit(m, tokens) or tokens
+    onnx.save(m, str(out / "model.onnx"))
+    (out / "tokens.txt").write_text(tokens)
+    return out / "model.onnx", out / "tokens.txt"
+
+
+def _drop_meta(m, _t):  # noqa: ANN001, ANN202
+    keep = [p for p in m.metadata_props if p.key != "vocab_size"]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+
+
+def _five_inputs(m, _t):  # noqa: ANN001, ANN202 - required_cache_size baked in as a constant
+    from onnx import numpy_helper
+
+    rcs = next(i for i in m.graph.input if i.name == "required_cache_size")
+    m.graph.input.remove(rcs)
+    m.graph.initializer.append(numpy_helper.from_array(np.array([64], np.int64), rcs.name))
+
+
+def _cache_rank3(m, _t):  # noqa: ANN001, ANN202
+    att = next(i for i in m.graph.input if i.name == "attn_cache")
+    del att.type.tensor_type.shape.dim[0]
+
+
+def _tokens_short(_m, t):  # noqa: ANN001, ANN202
+    return "".join(t.splitlines(keepends=True)[:-1])
+
+
+def _dynamic_d(m, _t):  # noqa: ANN001, ANN202
+    conv = next(i for i in m.graph.input if i.name == "conv_cache")
+    conv.type.tensor_type.shape.dim[2].dim_param = "D"
+
+
+MALFORMED = {
+    "missing-metadata": (_drop_meta, "metadata key 'vocab_size' is missing"),
+    "five-inputs": (_five_inputs, "has 5 inputs"),
+    "cache-rank": (_cache_rank3, "input 3 ('attn_cache', the contract's attn_cache) has rank 3"),
+    "tokens-size": (_tokens_short, "has 28 tokens, the model's vocab_size is 29"),
+    "dynamic-dim": (_dynamic_d, "input 4 ('conv_cache', the contract's conv_cache) dim 2 is dynamic"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_contract_files_get_one_line_each(case: str, contract_files, tmp_path: Path) -> None:
+    from tvm_conformer.errors import UserError
+    from tvm_conformer.frontend.contract import read_contract
+
+    edit, expected = MALFORMED[case]
+    model, tokens = _variant(contract_files["small"], tmp_path / case, edit)
+    with pytest.raises(UserError) as exc:
+        read_contract(model, tokens)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 1, lines
+    assert expected in lines[0], lines[0]
+
+
+def test_a_well_formed_file_reads_as_its_metadata_say(contract_files) -> None:
+    from tvm_conformer.frontend.contract import read_contract
+
+    spec = cm.SPECS[1]
+    c = read_contract(*contract_files[spec.name])  # sherpa-onnx's dynamic axes: N, T, cache
+    assert (c.head, c.num_blocks, c.output_size, c.cnn_module_kernel, c.vocab_size) == (
+        spec.heads, spec.blocks, spec.d, spec.kernel, spec.vocab)
+    assert (c.chunk_frames, c.cache, c.chunk_shift, c.blank_id) == (67, 64, 64, 0)
+    assert c.input_shapes()["attn_cache"] == (3, 2, 64, 96)
+
+
+def test_the_cli_prints_the_problem_on_one_line(contract_files, tmp_path: Path, capsys) -> None:
+    from tvm_conformer.cli import main
+
+    model, _ = _variant(contract_files["small"], tmp_path / "m", _drop_meta)
+    assert main(["compile", "--model", str(model), "--target", "host", "-o", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vocab_size" in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+# --- compiled: TVM == ONNX Runtime per chunk, text == sherpa-onnx's ----------------------------
+
+@pytest.fixture(scope="session")
+def contract_artifacts(contract_files, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tvm_conformer.compiler.compile import compile_artifact
+
+    root = tmp_path_factory.mktemp("contract-art")
+    arts = {}
+    for name, (model, tokens) in contract_files.items():
+        compile_artifact(root / name, "host", model, tokens=tokens, quiet=True)
+        arts[name] = root / name
+    return arts
+
+
+def _stream(backend, audio: Path):  # noqa: ANN001, ANN202
+    from tvm_conformer.audio.wav import load_audio
+    from tvm_conformer.runtime.contract import ContractRecognizer, transcribe_with_sherpa_loop
+
+    rec = ContractRecognizer(backend)
+    samples, sr = load_audio(audio)
+    assert sr == rec.spec.features["sample_rate"]
+    return rec, transcribe_with_sherpa_loop(rec, samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", cm.SPECS, ids=lambda s: s.name)
+def test_tvm_equals_onnx_runtime_per_chunk_and_sherpa_onnx_text(
+    spec: cm.Spec, contract_files, contract_artifacts
+) -> None:
+    from tvm_conformer.frontend.contract import read_contract
+    from tvm_conformer.runtime.contract import OnnxContractBackend
+    from tvm_conformer.runtime.tvm_backend import TVMBackend
+
+    model, tokens = contract_files[spec.name]
+    tvm_backend = TVMBackend.load(contract_artifacts[spec.name], expect_model=model)
+    ort_backend = OnnxContractBackend(read_contract(model, tokens))
+    for audio in RECORDINGS:
+        rec, s_tvm = _stream(tvm_backend, audio)
+        _, s_ort = _stream(ort_backend, audio)
+        assert len(s_tvm.log_probs) == len(s_ort.log_probs) > 3
+        for i, (a, b) in enumerate(zip(s_tvm.log_probs, s_ort.log_probs, strict=True)):
+            assert a.shape == (spec.chunk, spec.vocab)
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=f"{audio.name} chunk {i}")
+        assert s_tvm.frames == s_ort.frames  # greedy picks, frame by frame
+        text, toks = sherpa_decode(model, tokens, spec, audio)
+        sherpa = sherpa_result(model, tokens, spec, audio)
+        assert rec.get_result(s_tvm) == text
+        # sherpa-onnx's token strings: a leading "▁" is a space
+        assert [rec.spec.tokens[t].replace("▁", " ", 1) if rec.spec.tokens[t].startswith("▁")
+                else rec.spec.tokens[t] for t in s_tvm.tokens] == toks
+        # sherpa-onnx's timestamps: the output frame of each token, 40 ms apart
+        np.testing.assert_allclose(np.array(s_tvm.token_frames) * 0.04, sherpa.timestamps, atol=1e-4)
+
+
+def sherpa_result(model: Path, tokens: Path, spec: cm.Spec, audio: Path):  # noqa: ANN201
+    import sherpa_onnx
+
+    rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
+        tokens=str(tokens), model=str(model), chunk_size=spec.chunk,
+        num_left_chunks=spec.left_chunks, num_threads=1)
+    samples, sr = sf.read(str(audio), dtype="float32")
+    s = rec.create_stream()
+    s.accept_waveform(sr, samples)
+    s.accept_waveform(sr, np.zeros(int(0.66 * sr), np.float32))
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode_stream(s)
+    return rec.get_result_all(s)
+
+
+@pytest.mark.slow
+def test_transcribe_cli_prints_what_sherpa_onnx_prints(contract_files, contract_artifacts, capsys) -> None:
+    """`transcribe --backend tvm --artifact` and `--backend onnx --model`: sherpa-onnx's text."""
+    from tvm_conformer.cli import main
+
+    spec = cm.SPECS[1]  # word pieces, positions from offset
+    model, tokens = contract_files[spec.name]
+    files = [str(a) for a in RECORDINGS]
+    expected = [sherpa_decode(model, tokens, spec, a)[0] for a in RECORDINGS]
+    assert len(set(expected)) == len(expected), "different recordings, different junk"
+    for args in (["--backend", "tvm", "--artifact", str(contract_artifacts[spec.name])],
+                 ["--backend", "onnx", "--model", str(model)]):
+        assert main(["transcribe", *files, *args]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert [line.split("\t", 1)[1] for line in out] == expected

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="device name in targets/, a path to a device .toml, a comma list, or "
                         "`all` (default: host)")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT),
-                   help=f"checkpoint (default: {DEFAULT_CHECKPOINT.name})")
+                   help=f"checkpoint (default: {DEFAULT_CHECKPOINT.name}), or an ONNX file of the "
+                        "WeNet / sherpa-onnx streaming-CTC contract (README: Bring your own model)")
+    p.add_argument("--tokens", help="with an .onnx --model: its tokens.txt (default: beside it)")
     p.add_argument("--frontend", default="torch", choices=["torch", "onnx"],
                    help="import through torch.export or ONNX (default: torch)")
     p.add_argument("--precision", default="fp32",
@@ -100,7 +102,8 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
     opts = PipelineOptions(family=device.family, passes=_passes(args), precision=precision,
                            database=args.database, schedules=not args.no_schedules,
                            streamline=not args.no_streamline, **threading)
-    manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir)
+    manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir,
+                                tokens=args.tokens)
     kernels = manifest["kernels"]
     if args.report:
         print(f"{out}: {kernels['count']} kernels, {kernels.get('calls_per_step')} launches per "
@@ -114,12 +117,12 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
 
 def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> list[str]:  # noqa: ANN001
     from tvm_conformer.compiler.artifact import LIB, WEIGHTS
-    from tvm_conformer.compiler.roofline import chunk_seconds, estimate, manifest_work
-    from tvm_conformer.model import ModelConfig
+    from tvm_conformer.compiler.roofline import estimate, manifest_work
+    from tvm_conformer.compiler.source import manifest_chunk_seconds
     from tvm_conformer.verify.checks import MARK
 
-    bound = estimate(device, manifest_work(manifest, out),
-                     chunk_seconds(ModelConfig(**manifest["model"]["config"])), precision)
+    bound = estimate(device, manifest_work(manifest, out), manifest_chunk_seconds(manifest),
+                     precision)
     return [f"{device.name}-{precision}", "ok" if all(c.ok is not False for c in checks) else "FAIL",
             f"{manifest['compile_seconds']:.1f}",
             f"{((out / LIB).stat().st_size + (out / WEIGHTS).stat().st_size) / 1e6:.2f}",

@@ -36,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.artifact:
         from tvm_conformer.compiler.artifact import read_manifest
-        from tvm_conformer.compiler.roofline import chunk_seconds, manifest_work
-        from tvm_conformer.model import ModelConfig
+        from tvm_conformer.compiler.roofline import manifest_work
+        from tvm_conformer.compiler.source import manifest_chunk_seconds
 
         manifest = read_manifest(args.artifact, verify=False)
         device = load_target(args.target or manifest["target"]["name"])
         precision = manifest["pipeline"]["precision"]
         work = manifest_work(manifest, args.artifact)
-        audio = chunk_seconds(ModelConfig(**manifest["model"]["config"]))
+        audio = manifest_chunk_seconds(manifest)
         out = Path(args.json or Path(args.artifact) / "estimate.json")
     else:
         if not args.target:

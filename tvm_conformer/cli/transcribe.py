@@ -13,9 +13,12 @@ HELP = "Transcribe a WAV/FLAC file, streaming it chunk by chunk through the chos
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", default=[str(DEFAULT_RECORDING)],
                    help="audio files (default: the shipped recording)")
-    p.add_argument("--backend", default="torch", choices=["torch", "tvm"],
-                   help="torch: PyTorch eager; tvm: a compiled TVM artifact (default: torch)")
-    p.add_argument("--model", help=f"checkpoint (.pt; default: {DEFAULT_CHECKPOINT.name})")
+    p.add_argument("--backend", default="torch", choices=["torch", "tvm", "onnx"],
+                   help="torch: PyTorch eager; tvm: a compiled TVM artifact; onnx: ONNX Runtime on "
+                        "a contract .onnx --model (default: torch)")
+    p.add_argument("--model", help=f"checkpoint (.pt; default: {DEFAULT_CHECKPOINT.name}) or a "
+                   "model of the WeNet / sherpa-onnx streaming-CTC contract (.onnx)")
+    p.add_argument("--tokens", help="with an .onnx --model: its tokens.txt (default: beside it)")
     p.add_argument("--artifact", help="compiled artifact directory (tvm backend; default: "
                    "compile for the host on first use, cached)")
     p.add_argument("--rpc-key", help="run the step on a device registered under this key")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
         backend = make_rpc_backend(args.artifact, args.rpc_key, args.tracker)
     else:
-        backend = make_backend(args.backend, args.model, args.artifact, args.threads)
+        backend = make_backend(args.backend, args.model, args.artifact, args.threads, args.tokens)
     rec = make_recognizer(backend, args.decoding, args.model)
     for path in args.files:
         samples, sr = load_audio(path)

@@ -1,4 +1,5 @@
-"""`compile_artifact`: checkpoint -> Relax -> the `tvm_conformer` pipeline -> artifact dir."""
+"""`compile_artifact`: checkpoint or contract ONNX file -> Relax -> the `tvm_conformer` pipeline
+-> artifact dir."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from tvm_conformer.compiler.pipeline import (
     kernel_names,
     unscheduled_kernels,
 )
+from tvm_conformer.compiler.source import ModelSource, open_model
 from tvm_conformer.errors import UserError
-from tvm_conformer.model import load_checkpoint
 from tvm_conformer.paths import DEFAULT_CHECKPOINT
 from tvm_conformer.targets import DeviceTarget, load_target
 
@@ -39,12 +40,15 @@ def database_info(path: str | Path | None) -> dict | None:
     return {"path": str(d), "records": records, "sha256": files}
 
 
-def import_for_pipeline(asr, frontend: str, opts: PipelineOptions):  # noqa: ANN001, ANN201
-    """(IRModule, weights) of the step as `compile` imports it for `opts` (tuning too)."""
-    from tvm_conformer.frontend import import_step
+def import_for_pipeline(model, frontend: str, opts: PipelineOptions):  # noqa: ANN001, ANN201
+    """(IRModule, weights) of the step as `compile` imports it for `opts` (tuning too);
+    `model`: a ModelSource or a ConformerASR."""
+    if not isinstance(model, ModelSource):
+        from tvm_conformer.frontend import import_step
 
+        return import_step(model, frontend, bind=opts.precision != "fp32")
     # fp16 converts the weights at compile time, so they are bound into the library as constants
-    return import_step(asr, frontend, bind=opts.precision != "fp32")
+    return model.import_step(frontend, bind=opts.precision != "fp32")
 
 
 def run_weight_transform(func, weights: list):  # noqa: ANN001, ANN201 - relax.Function, arrays
@@ -72,8 +76,10 @@ def compile_artifact(
     dump_ir: str | Path | None = None,
     quiet: bool = False,
     use_default_database: bool = True,
+    tokens: str | Path | None = None,
 ) -> dict:
-    """Builds the streaming step for `target` into `out_dir`; returns the manifest.
+    """Builds the streaming step for `target` into `out_dir`; returns the manifest. `model`: a
+    checkpoint, or an ONNX file of the streaming-CTC contract (`tokens`: its tokens.txt).
 
     Without `opts.database`, the target's `tuning_logs/<target>` database is applied when its
     manifest matches (`use_default_database=False`: never)."""
@@ -93,16 +99,17 @@ def compile_artifact(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    asr, meta = load_checkpoint(model)
+    src = open_model(model, tokens)
+    frontend = src.frontend(frontend)
     default_db = None
     if opts.database is None and use_default_database:
-        default_db = default_database(device, asr.cfg.hash(), opts)
+        default_db = default_database(device, src.config_hash, opts)
         if default_db:
             opts = dataclasses.replace(opts, database=default_db)
             _log(f"applying the tuned database {default_db} (its manifest matches this model "
                  "config, pipeline and TVM version)", quiet)
     _log(f"importing the streaming step of {model} through {frontend}", quiet)
-    mod, weights = import_for_pipeline(asr, frontend, opts)
+    mod, weights = import_for_pipeline(src, frontend, opts)
     stats: dict = {}
 
     def observe(phase: str, m: tvm.IRModule) -> None:
@@ -134,9 +141,7 @@ def compile_artifact(
          f"without a schedule: {', '.join(un) or 'none'}", quiet)
     db_info = database_info(opts.database)
     manifest = {
-        "model": {"config": asr.cfg.to_dict(), "config_hash": asr.cfg.hash(),
-                  "checkpoint": str(model), "checkpoint_sha256": sha256_file(model),
-                  "valid_wer": meta.get("valid_wer")},
+        "model": src.manifest_entry(),
         "target": {"name": device.name, "family": device.family, "tvm": json.loads(str(tvm_target)),
                    "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
                    "elf_machine": device.elf_machine, "threads": opts.threads},
@@ -145,8 +150,7 @@ def compile_artifact(
         "database": db_info and {**db_info, "default": default_db is not None},
         "kernels": {"count": n, "calls_per_step": stats.get("calls"), "unscheduled": un},
         "work": dataclasses.asdict(stats["work"]),
-        "io": {"inputs": ["feats", "att_cache", "cnn_cache", "att_mask"],
-               "outputs": ["log_probs", "new_att_cache", "new_cnn_cache"],
+        "io": {"inputs": list(src.inputs), "outputs": list(src.outputs),
                "weights": len(weights), "model_weights": n_model_weights,
                "weights_transformed": bool(lifted)},
         "tvm_version": tvm.__version__,

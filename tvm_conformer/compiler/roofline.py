@@ -111,11 +111,11 @@ def model_work(
     with `opts`, counted without scheduling kernels or generating code."""
     from tvm_conformer.compiler.compile import import_for_pipeline
     from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
-    from tvm_conformer.model import load_checkpoint
+    from tvm_conformer.compiler.source import open_model
 
-    asr, _ = load_checkpoint(checkpoint)
+    src = open_model(checkpoint)  # a checkpoint or a contract .onnx
     opts = replace(opts, schedules=False)
-    mod, _ = import_for_pipeline(asr, frontend, opts)
+    mod, _ = import_for_pipeline(src, frontend, opts)
     works: list[Work] = []
 
     def observe(phase: str, m: tvm.IRModule) -> None:
@@ -124,7 +124,7 @@ def model_work(
 
     with device.tvm():
         tvm_conformer_pipeline(opts, None, observe, lift_weights=lambda _f: None)(mod)
-    return works[0], chunk_seconds(asr.cfg)
+    return works[0], src.chunk_seconds
 
 
 def chunk_seconds(cfg: ModelConfig) -> float:

@@ -9,7 +9,7 @@ from tvm_conformer.model import load_checkpoint
 from tvm_conformer.paths import DEFAULT_CHECKPOINT
 from tvm_conformer.runtime.backend import StepBackend, TorchBackend
 
-BACKENDS = ("torch", "tvm")
+BACKENDS = ("torch", "tvm", "onnx")
 
 
 def make_backend(
@@ -17,10 +17,25 @@ def make_backend(
     model: str | Path | None = None,
     artifact: str | Path | None = None,
     threads: int | None = None,
+    tokens: str | Path | None = None,
 ) -> StepBackend:
     """`torch`: PyTorch eager on the checkpoint (default: the shipped one); `tvm`: a compiled
     artifact, built for the host on first use and cached when `artifact` is None. An artifact
-    given together with a `model` must have been compiled from that checkpoint."""
+    given together with a `model` must have been compiled from that checkpoint. `onnx`: ONNX
+    Runtime on a model of the WeNet / sherpa-onnx contract (`model` a .onnx file, `tokens` its
+    tokens.txt, default beside it), fed as sherpa-onnx feeds it."""
+    contract = model is not None and str(model).lower().endswith(".onnx")
+    if backend == "onnx":
+        if not contract:
+            raise UserError("--backend onnx runs a model of the streaming-CTC ONNX contract: "
+                            "pass --model FILE.onnx (README: Bring your own model)")
+        from tvm_conformer.frontend.contract import read_contract
+        from tvm_conformer.runtime.contract import OnnxContractBackend
+
+        return OnnxContractBackend(read_contract(model, tokens), threads)
+    if backend == "torch" and contract:
+        raise UserError(f"{model} is an ONNX file: run it with --backend onnx (ONNX Runtime) or "
+                        "--backend tvm (compiled)")
     if backend == "torch":
         asr, _ = load_checkpoint(model or DEFAULT_CHECKPOINT)
         return TorchBackend(asr, threads)
@@ -29,13 +44,22 @@ def make_backend(
 
         if artifact:
             return TVMBackend.load(artifact, threads=threads, expect_model=model)
-        return TVMBackend.load(host_artifact(model or DEFAULT_CHECKPOINT), threads=threads)
+        return TVMBackend.load(host_artifact(model or DEFAULT_CHECKPOINT, tokens), threads=threads)
     raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
 def make_recognizer(backend: StepBackend, decoding: str = "greedy", model: str | Path | None = None):  # noqa: ANN201
-    """An OnlineRecognizer; `rescore` decoding loads the checkpoint's attention decoder."""
+    """An OnlineRecognizer; `rescore` decoding loads the checkpoint's attention decoder. A
+    contract model gets sherpa-onnx's streaming loop (greedy CTC, as sherpa-onnx decodes it)."""
     from tvm_conformer.runtime.recognizer import OnlineRecognizer
+
+    if getattr(backend, "spec", None) is not None:
+        from tvm_conformer.runtime.contract import ContractRecognizer
+
+        if decoding != "greedy":
+            raise UserError(f"--decoding {decoding} is for our checkpoints; a contract model is "
+                            "decoded greedily, as sherpa-onnx decodes it")
+        return ContractRecognizer(backend)
 
     rescorer = load_checkpoint(model or DEFAULT_CHECKPOINT)[0] if decoding == "rescore" else None
     return OnlineRecognizer(backend, decoding=decoding, rescorer=rescorer)

@@ -72,6 +72,10 @@ class TVMBackend:
         if len(weights) != manifest["io"]["weights"]:
             raise UserError(f"{art}: {WEIGHTS} has {len(weights)} arrays, the library takes "
                             f"{manifest['io']['weights']}; rebuild with `tvm-conformer compile`")
+        if manifest["model"].get("kind") == "onnx-contract":  # sherpa-onnx's streaming loop
+            from tvm_conformer.runtime.contract import TVMContractBackend
+
+            return TVMContractBackend(vm, dev, weights, manifest)
         return cls(vm, dev, weights, ModelConfig(**manifest["model"]["config"]), manifest)
 
     def initial_state(self):  # noqa: ANN201
@@ -97,7 +101,7 @@ class TVMBackend:
         return buf.copyfrom(np.ascontiguousarray(value, np.float32))
 
 
-def host_artifact(model: str | Path) -> Path:
+def host_artifact(model: str | Path, tokens: str | Path | None = None) -> Path:
     """The cached host build of `model`, compiled on first use (with a visible message)."""
     import tvm
 
@@ -109,11 +113,14 @@ def host_artifact(model: str | Path) -> Path:
     # what the host build depends on besides the checkpoint: versions, the compiler's code
     # (import, passes, pipeline, rules), the host database
     inputs = [sha256_file(model), tvm.__version__, __version__, compiler_sources_hash()]
+    if tokens is not None or str(model).endswith(".onnx"):  # a contract model: its tokens too
+        tok = Path(tokens) if tokens else Path(model).parent / "tokens.txt"
+        inputs.append(sha256_file(tok) if tok.is_file() else "no-tokens")
     for f in sorted((TUNING_LOGS_DIR / "host").glob("*.json")):
         inputs.append(sha256_file(f))
     key = hashlib.sha256(":".join(inputs).encode()).hexdigest()[:16]
     art = cache_dir() / "artifacts" / f"host-{key}"
     if not (art / "manifest.json").is_file():
         print(f"compiling {model} for the host (first use; cached in {art})", file=sys.stderr)
-        compile_artifact(art, "host", model)
+        compile_artifact(art, "host", model, tokens=tokens)
     return art

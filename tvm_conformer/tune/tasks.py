@@ -98,10 +98,9 @@ def extract_tasks(
     from tvm.s_tir import meta_schedule as ms
 
     from tvm_conformer.compiler.compile import import_for_pipeline
-    from tvm_conformer.model import load_checkpoint
+    from tvm_conformer.compiler.source import open_model
 
-    asr, _ = load_checkpoint(model)
-    mod, _weights = import_for_pipeline(asr, frontend, opts)
+    mod, _weights = import_for_pipeline(open_model(model), frontend, opts)
     fused = fused_module(mod, device, opts)
     tasks = [
         Task(t.task_name, int(t.weight), kernel_groups(t.dispatched[0]["main"]), t)
