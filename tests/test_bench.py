@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvm_conformer.bench.harness import SUITES, run_suite
+from tvm_conformer.bench.harness import run_suite
+from tvm_conformer.bench.suites import SUITES
 from tvm_conformer.cli import main
 
 

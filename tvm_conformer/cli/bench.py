@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> Path:
-    from tvm_conformer.bench.harness import CACHE_DIR
+    from tvm_conformer.bench.builds import CACHE_DIR
 
     return Path(args.cache) if args.cache else CACHE_DIR
 
@@ -67,8 +67,9 @@ def _model(args: argparse.Namespace) -> Path | None:
 
 
 def _host_suite(args: argparse.Namespace) -> int:
-    from tvm_conformer.bench.harness import SUITES, run_suite
+    from tvm_conformer.bench.harness import run_suite
     from tvm_conformer.bench.report import engine_table
+    from tvm_conformer.bench.suites import SUITES
 
     out = Path(args.out)
     results = run_suite(SUITES[args.suite], out, _model(args), _cache(args),
@@ -81,8 +82,8 @@ def _host_suite(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from tvm_conformer.bench.builds import Builder, benchmark_model
     from tvm_conformer.bench.engines import EngineSpec
-    from tvm_conformer.bench.harness import Builder, benchmark_model
     from tvm_conformer.bench.kernel_profile import format_profile, profile_artifact
     from tvm_conformer.compiler.artifact import read_manifest
     from tvm_conformer.model import load_checkpoint
