@@ -65,7 +65,8 @@ def _board_session() -> Iterator[EmulatedBoard]:
     """A tracker on a free loopback port and one emulated board with a unique key."""
     require_tool("qemu-aarch64", "qemu-user")
     require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")
-    from tvm_conformer.rpc.board import ensure_board_root, start_board
+    from tvm_conformer.rpc.board import start_board
+    from tvm_conformer.rpc.board_setup import ensure_board_root
     from tvm_conformer.rpc.tracker import start_tracker
 
     ensure_board_root()

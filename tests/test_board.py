@@ -65,7 +65,7 @@ def test_matmul_relu_runs_on_the_board(emulated_board: "EmulatedBoard", tmp_path
 @pytest.mark.board
 @pytest.mark.slow
 def test_setup_is_cached(emulated_board: "EmulatedBoard") -> None:
-    from tvm_conformer.rpc.board import ensure_board_root
+    from tvm_conformer.rpc.board_setup import ensure_board_root
 
     start = time.monotonic()
     board = ensure_board_root(progress=False)
@@ -108,7 +108,7 @@ def test_cli_up_status_down(emulated_board: "EmulatedBoard", capsys: pytest.Capt
 def test_missing_qemu_is_a_one_line_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from tvm_conformer.rpc.board import ensure_board_root
+    from tvm_conformer.rpc.board_setup import ensure_board_root
 
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda t: None if t == "qemu-aarch64" else real_which(t))

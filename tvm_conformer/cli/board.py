@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one board action."""
-    from tvm_conformer.rpc import board
+    from tvm_conformer.rpc import board, board_setup
 
     if args.action == "setup":
-        root = board.ensure_board_root()
+        root = board_setup.ensure_board_root()
         print(f"board root ready in {root.base}")
     elif args.action == "up":
         up = board.board_up(key=args.key, cpu=args.cpu, tracker=args.tracker, count=args.count)
