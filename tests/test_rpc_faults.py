@@ -59,7 +59,7 @@ def _signal_group(board: "BoardHandle", sig: signal.Signals) -> None:
 
 def _break_before_step(monkeypatch: pytest.MonkeyPatch, step: int, fault: Callable[[], None]) -> None:
     """Run `fault` right before the device's `step`-th step (1-based)."""
-    from tvm_conformer.rpc.runner import RPCBackend
+    from tvm_conformer.rpc.backend import RPCBackend
 
     real_step = RPCBackend.step
 
@@ -85,7 +85,7 @@ def test_unreachable_tracker_is_a_one_line_error(board_artifact: Path,
 def test_busy_device_is_waited_for_then_a_one_line_error(
     emulated_board: "EmulatedBoard", board_artifact: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from tvm_conformer.rpc.runner import make_rpc_backend
+    from tvm_conformer.rpc.backend import make_rpc_backend
     from tvm_conformer.rpc.tracker import request_device
 
     held = request_device(emulated_board.tracker_host, emulated_board.tracker_port,
@@ -108,17 +108,17 @@ def test_artifact_for_another_architecture_is_refused_before_upload(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tvm_conformer.compiler.compile import compile_artifact
-    from tvm_conformer.rpc import runner
+    from tvm_conformer.rpc import backend
 
     compile_artifact(tmp_path, "host", tiny_checkpoint, quiet=True)
 
     def no_upload(*_args: object) -> None:
         raise AssertionError("uploaded an artifact the device cannot run")
 
-    monkeypatch.setattr(runner, "_deploy", no_upload)
+    monkeypatch.setattr(backend, "_deploy", no_upload)
     with pytest.raises(UserError, match=r"built for host \(x86_64\) but device .* is aarch64 "
                                         r".*nothing was uploaded"):
-        runner.make_rpc_backend(tmp_path, emulated_board.key, _tracker(emulated_board),
+        backend.make_rpc_backend(tmp_path, emulated_board.key, _tracker(emulated_board),
                                 progress=False)
 
 
@@ -128,7 +128,8 @@ def test_hung_device_times_out_and_keeps_partial_results(
     spare_board: Callable[[], "BoardHandle"], board_artifact: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tvm_conformer.rpc.runner import DeviceError, bench_rpc
+    from tvm_conformer.rpc.runner import bench_rpc
+    from tvm_conformer.rpc.watchdog import DeviceError
 
     board = spare_board()
     _break_before_step(monkeypatch, 3, lambda: _signal_group(board, signal.SIGSTOP))

@@ -44,7 +44,7 @@ def test_streaming_on_the_board_matches_pytorch(
     from tvm.rpc.base import RPC_SESS_MASK
 
     from tvm_conformer.audio.wav import load_audio
-    from tvm_conformer.rpc.runner import make_rpc_backend
+    from tvm_conformer.rpc.backend import make_rpc_backend
     from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
 
     backend = make_rpc_backend(board_artifact, emulated_board.key, _tracker(emulated_board),
@@ -74,7 +74,7 @@ def test_bench_appends_a_labelled_run_and_report_renders_it(
     emulated_board: "EmulatedBoard", board_artifact: Path, tiny_checkpoint: Path,
     tmp_path: Path, capsys: pytest.CaptureFixture,
 ) -> None:
-    from tvm_conformer.rpc.runner import EMULATION_LABEL
+    from tvm_conformer.rpc.device import EMULATION_LABEL
 
     audio = [DEFAULT_RECORDING, FLAC]
     argv = ["bench", "--rpc-key", emulated_board.key, "--tracker", _tracker(emulated_board),
@@ -151,7 +151,7 @@ def test_default_aarch64_build_matches_pytorch(
 
     from tvm_conformer.audio.wav import load_audio
     from tvm_conformer.compiler.compile import compile_artifact
-    from tvm_conformer.rpc.runner import make_rpc_backend
+    from tvm_conformer.rpc.backend import make_rpc_backend
     from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
 
     compile_artifact(tmp_path, BOARD_TARGET, tiny_checkpoint, quiet=True)
@@ -166,7 +166,7 @@ def test_default_aarch64_build_matches_pytorch(
 
 
 def test_rpc_without_an_artifact_is_a_one_line_error() -> None:
-    from tvm_conformer.rpc.runner import make_rpc_backend
+    from tvm_conformer.rpc.backend import make_rpc_backend
 
     with pytest.raises(UserError, match=r"needs --artifact DIR"):
         make_rpc_backend(None, "any-key")
@@ -192,7 +192,8 @@ def test_summary_figures() -> None:
 
 
 def test_tracker_address_and_architecture_names() -> None:
-    from tvm_conformer.rpc.runner import artifact_arch, normalize_arch, parse_tracker
+    from tvm_conformer.rpc.address import parse_tracker
+    from tvm_conformer.rpc.device import artifact_arch, normalize_arch
 
     assert parse_tracker("10.0.0.2:9190") == ("10.0.0.2", 9190)
     with pytest.raises(UserError, match="HOST:PORT"):

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                       "build to deploy, or where to compile it for --target "
                                       "(default: build/TARGET-fp32)")
     p.add_argument("--steps", type=int, default=30, help="steps to profile (default: 30)")
-    # --- on a device over TVM RPC (rpc/runner.py) ---
+    # --- on a device over TVM RPC (rpc/runner.py, rpc/backend.py) ---
     p.add_argument("--rpc-key", help="run on the device registered under this key at the tracker "
                                      "(default with --target: the target file's rpc_key)")
     p.add_argument("--target", help="device target (targets/NAME.toml) to compile for and run on")

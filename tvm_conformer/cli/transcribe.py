@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from tvm_conformer.runtime.recognizer import transcribe_samples
 
     if args.rpc_key:
-        from tvm_conformer.rpc.runner import make_rpc_backend
+        from tvm_conformer.rpc.backend import make_rpc_backend
 
         backend = make_rpc_backend(args.artifact, args.rpc_key, args.tracker)
     else:
