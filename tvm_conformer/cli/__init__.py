@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "report": "report",
     "tune": "tune",
     "study-fp16": "study_fp16",
+    "export": "export",
 }
 
 

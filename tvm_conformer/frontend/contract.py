@@ -12,6 +12,9 @@ The contract (what sherpa-onnx's `OnlineWenetCtcModel` feeds and reads, by posit
     metadata head, num_blocks, output_size, cnn_module_kernel, right_context,
              subsampling_factor, vocab_size (and usually model_type, chunk_size, left_chunks)
     tokens   tokens.txt, `symbol id` per line, a blank named <blank>, <eps> or <blk>
+    features sherpa-onnx's (SHERPA_FEATURES); `fbank_snip_edges`, `fbank_low_freq`,
+             `fbank_high_freq`, `fbank_dither` metadata (written by `tvm-conformer export`)
+             override them, for models trained on other options
 
 `read_contract` checks a file against it and reports every problem, one line each.
 `import_contract` brings it into Relax with the weights as separate parameters (initializers
@@ -256,13 +259,21 @@ def read_contract(
             problems.append(f"{tok_path} has {len(toks)} tokens, the model's vocab_size is "
                             f"{values['vocab_size']}: use the tokens.txt exported with this model")
 
+    features = dict(SHERPA_FEATURES)
+    for key in ("snip_edges", "low_freq", "high_freq", "dither"):  # `export` records these
+        if f"fbank_{key}" in meta:
+            v = meta[f"fbank_{key}"]
+            try:
+                features[key] = (v == "True") if key == "snip_edges" else float(v)
+            except ValueError:
+                problems.append(f"{path}: metadata fbank_{key}={v!r} is not a number")
     ready = all(k in values for k in (*REQUIRED_KEYS, "chunk_size", "left_chunks")) and not any(
         "must be positive" in p or "multiple of" in p for p in problems)
     spec = None
     if ready:
         spec = ContractSpec(
             path=str(path), sha256=sha256_file(path), tokens=tuple(toks), tokens_path=str(tok_path),
-            blank_id=blank, metadata=meta, opset=max((o.version for o in model.opset_import
+            blank_id=blank, metadata=meta, features=features, opset=max((o.version for o in model.opset_import
                                                       if o.domain in ("", "ai.onnx")), default=0),
             **{k: values[k] for k in (*REQUIRED_KEYS, "chunk_size", "left_chunks")})
     problems += _check_io(model, spec, path)
