@@ -93,6 +93,12 @@ def run_suite(suite: Suite, out: Path, checkpoint: Path | None = None, cache: Pa
         ratios_to_ort(rows)
         results["stream"] = [r for r in rows if r["mode"] == "stream"]
         results["utterance"] = [r for r in rows if r["mode"] == "utterance"]
+        if suite.end_to_end:
+            from tvm_conformer.bench.endtoend import run_end_to_end
+            from tvm_conformer.bench.workload import recordings as _recordings
+
+            results["end_to_end"] = run_end_to_end(ckpt, cache, _recordings(len(utts)), threads,
+                                                   rounds, work)
         if suite.scaling:
             results["scaling"] = run_scaling(model, ckpt, cache, work, min(4, len(utts)),
                                              max(2, rounds // 2))

@@ -88,6 +88,11 @@ def markdown(results: dict) -> str:
     if results.get("utterance"):
         out += ["", f"## Full utterance ({w['utterance_frames']} fbank frames, fixed shape, full context)",
                 "", engine_table(results["utterance"])]
+    if results.get("end_to_end"):
+        from tvm_conformer.bench.endtoend import table
+
+        out += ["", "## End to end beside sherpa-onnx's recognizer (same recordings)", "",
+                table(results["end_to_end"])]
     if results.get("scaling"):
         out += ["", "## Scaling (1 thread; other model sizes have random weights)", "",
                 scaling_table(results["scaling"])]

@@ -26,6 +26,7 @@ class Suite:
     utterance: tuple[EngineSpec, ...] = ()
     scaling: bool = False  # latency against chunk size and model size
     analysis: bool = False  # roofline, kernel profile, MACs by component
+    end_to_end: bool = False  # sherpa-onnx's recognizer beside tvm-conformer's (endtoend.py)
 
 
 SUITES = {
@@ -34,7 +35,8 @@ SUITES = {
     # the head-to-head of the ONNX Runtime issue: fp32 engines on the streaming step, 1 and 2 threads
     "versus": Suite("versus", recordings=6, rounds=4, threads=(1, 2),
                     stream=(EngineSpec("torch"), EngineSpec("ort"),
-                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"))),
+                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned")),
+                    end_to_end=True),
     "full": Suite(
         "full", recordings=12, rounds=6, threads=(1, 2),
         stream=(EngineSpec("torch"), EngineSpec("torch.compile"), EngineSpec("ort"),
