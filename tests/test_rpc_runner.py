@@ -191,13 +191,10 @@ def test_summary_figures() -> None:
     assert s["first_chunk_ms"] == 30.0 and s["cold_first_chunk_ms"] == 30.0
 
 
-def test_tracker_address_and_architecture_names() -> None:
-    from tvm_conformer.rpc.address import parse_tracker
+def test_architecture_names() -> None:
+    """(HOST:PORT parsing: tests/test_rpc_address.py.)"""
     from tvm_conformer.rpc.device import artifact_arch, normalize_arch
 
-    assert parse_tracker("10.0.0.2:9190") == ("10.0.0.2", 9190)
-    with pytest.raises(UserError, match="HOST:PORT"):
-        parse_tracker("10.0.0.2")
     assert [normalize_arch(a) for a in ("arm64", "aarch64", "armv7l", "armv7a", "AMD64")] == [
         "aarch64", "aarch64", "arm", "arm", "x86_64"]
     mali = {"target": {"tvm": {"kind": "opencl"}, "host": {"mtriple": "aarch64-linux-gnu"}},

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
+
 HELP = ("Benchmark every engine on the host (latency, RTF, memory, size, accuracy), profile "
         "kernels, or (--rpc-key/--target) run the streaming step on a device over TVM RPC.")
 
@@ -34,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc-key", help="run on the device registered under this key at the tracker "
                                      "(default with --target: the target file's rpc_key)")
     p.add_argument("--target", help="device target (targets/NAME.toml) to compile for and run on")
-    p.add_argument("--tracker", default="127.0.0.1:9190", metavar="HOST:PORT",
-                   help="RPC tracker (default: 127.0.0.1:9190)")
+    p.add_argument("--tracker", default=DEFAULT_TRACKER, metavar="HOST:PORT",
+                   help=f"RPC tracker (default: {DEFAULT_TRACKER})")
     p.add_argument("--audio", nargs="+", metavar="FILE",
                    help="recordings to stream (default: the shipped sample.wav and test_utts/*.flac)")
     p.add_argument("--json", metavar="OUT", help="also write the run's record to OUT (JSON)")
@@ -109,12 +111,13 @@ def _rpc(args: argparse.Namespace) -> int:
     from tvm_conformer.rpc.runner import artifact_for, bench_rpc
     from tvm_conformer.targets import load_target
 
+    tracker = parse_tracker(args.tracker)  # before anything is compiled
     key = args.rpc_key or (load_target(args.target).rpc_key if args.target else None)
     if not key:
         raise UserError(f"target {args.target} names no rpc_key: pass --rpc-key KEY")
     artifact = artifact_for(args.target, args.artifact, _model(args))
     results = Path(args.out) / "rpc_results.jsonl"
-    record = bench_rpc(artifact, key, args.tracker, args.audio, results, args.timeout, _model(args))
+    record = bench_rpc(artifact, key, tracker, args.audio, results, args.timeout, _model(args))
     print(format_run(record))
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

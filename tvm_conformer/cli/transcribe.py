@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, DEFAULT_RECORDING
+from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
 
 HELP = "Transcribe a WAV/FLAC file, streaming it chunk by chunk through the chosen backend."
 
@@ -22,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", help="compiled artifact directory (tvm backend; default: "
                    "compile for the host on first use, cached)")
     p.add_argument("--rpc-key", help="run the step on a device registered under this key")
-    p.add_argument("--tracker", default="127.0.0.1:9190", help="RPC tracker HOST:PORT")
+    p.add_argument("--tracker", default=DEFAULT_TRACKER, metavar="HOST:PORT",
+                   help=f"RPC tracker (default: {DEFAULT_TRACKER})")
     p.add_argument("--decoding", default="greedy", choices=["greedy", "beam", "rescore"],
                    help="greedy CTC, CTC prefix beam search, or beam + attention rescoring (host)")
     p.add_argument("--threads", type=int, help="threads for the step (default: the backend's)")
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rpc_key:
         from tvm_conformer.rpc.backend import make_rpc_backend
 
-        backend = make_rpc_backend(args.artifact, args.rpc_key, args.tracker)
+        tracker = parse_tracker(args.tracker)  # before anything is loaded
+        backend = make_rpc_backend(args.artifact, args.rpc_key, tracker)
     else:
         backend = make_backend(args.backend, args.model, args.artifact, args.threads, args.tokens)
     rec = make_recognizer(backend, args.decoding, args.model)

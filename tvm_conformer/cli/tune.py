@@ -7,6 +7,7 @@ import json
 import sys
 
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, DEFAULT_RECORDING
+from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
 
 HELP = "Auto-tune the step's kernels for a target with MetaSchedule (here or over RPC)."
 
@@ -26,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="candidates measured between two cost-model updates (default: 32)")
     p.add_argument("--rpc-key", help="measure on the device registered under this key "
                                      "(default for targets that do not run here: the target's)")
-    p.add_argument("--tracker", default="127.0.0.1:9190", help="RPC tracker HOST:PORT")
+    p.add_argument("--tracker", default=DEFAULT_TRACKER, metavar="HOST:PORT",
+                   help=f"RPC tracker (default: {DEFAULT_TRACKER})")
     p.add_argument("--rpc-workers", type=int, default=1,
                    help="devices with --rpc-key measured in parallel (default: 1)")
     p.add_argument("--threads", type=int,
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=1) if args.json else format_report(rep))
         return 0
     from tvm_conformer.targets import load_target
-    from tvm_conformer.tune.tuner import RPCDevice, parse_tracker, runs_here, tune
+    from tvm_conformer.tune.tuner import RPCDevice, runs_here, tune
 
     device = load_target(args.target)
     key = args.rpc_key or (None if runs_here(device) else device.rpc_key)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tvm_conformer.errors import UserError
+from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
 from tvm_conformer.rpc.board_setup import BoardRoot, ensure_board_root
 from tvm_conformer.rpc.qemu import CPUS, DEFAULT_CPU, qemu_cpu
 from tvm_conformer.rpc.registry import board_state, record
@@ -28,7 +29,7 @@ from tvm_conformer.rpc.tracker import (
     tracker_summary,
 )
 
-DEFAULT_TRACKER = ("127.0.0.1", 9190)
+DEFAULT_ADDRESS = parse_tracker(DEFAULT_TRACKER)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def start_boards(
     key: str,
     count: int = 1,
     cpu: str = DEFAULT_CPU,
-    tracker: tuple[str, int] = DEFAULT_TRACKER,
+    tracker: tuple[str, int] = DEFAULT_ADDRESS,
     host: str = "127.0.0.1",
     timeout_s: float = 240.0,
     progress: bool = True,
@@ -135,7 +136,7 @@ def start_boards(
 def start_board(
     key: str,
     cpu: str = DEFAULT_CPU,
-    tracker: tuple[str, int] = DEFAULT_TRACKER,
+    tracker: tuple[str, int] = DEFAULT_ADDRESS,
     host: str = "127.0.0.1",
     timeout_s: float = 240.0,
     progress: bool = True,
@@ -168,7 +169,7 @@ def board_up(
             tracker = (state["tracker"]["host"], state["tracker"]["port"])
             say(progress, f"using the running tracker {tracker[0]}:{tracker[1]}")
         elif tracker is None:
-            started = start_tracker(*DEFAULT_TRACKER, progress=progress)
+            started = start_tracker(*DEFAULT_ADDRESS, progress=progress)
             state["tracker"] = record(started)
             tracker = started.address
         elif not tracker_reachable(*tracker):

@@ -57,14 +57,6 @@ class RPCDevice:
     workers: int = 1  # devices measured in parallel (boards registered under `key`)
 
 
-def parse_tracker(text: str) -> tuple[str, int]:
-    """"HOST:PORT" -> (host, port); UserError if malformed."""
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--tracker {text!r} is not HOST:PORT (e.g. 127.0.0.1:9190)")
-    return host, int(port)
-
-
 def make_builder(device: DeviceTarget) -> ms.builder.Builder:
     """Builds candidates in parallel and links them for `device` as `compile` does."""
     return ms.builder.LocalBuilder(f_export=functools.partial(export_candidate, device),
