@@ -18,6 +18,7 @@ from tvm_conformer.rpc.qemu import CPUS, DEFAULT_CPU, qemu_cpu
 from tvm_conformer.rpc.registry import board_state, record
 from tvm_conformer.rpc.tracker import (
     PROGRESS_PERIOD_S,
+    ProcessGroup,
     free_port,
     log_tail,
     registered_servers,
@@ -33,7 +34,7 @@ DEFAULT_ADDRESS = parse_tracker(DEFAULT_TRACKER)
 
 
 @dataclass
-class BoardHandle:
+class BoardHandle(ProcessGroup):
     """A running emulated board (its RPC server); `stop()` ends it (also as a context manager)."""
 
     key: str
@@ -43,16 +44,6 @@ class BoardHandle:
     tracker: tuple[str, int]
     log: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
-
-    def stop(self) -> None:
-        """Stop the RPC server and its worker processes."""
-        stop_group(self.pid, self.proc)
-
-    def __enter__(self) -> BoardHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _check_args(cpu: str, count: int) -> None:

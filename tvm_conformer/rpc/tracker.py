@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from tvm_conformer.errors import UserError
 
@@ -92,8 +92,26 @@ def stop_group(pid: int, proc: subprocess.Popen | None = None, timeout_s: float 
         proc.wait()
 
 
+class ProcessGroup:
+    """Mixin of a handle on a process group started by `spawn` (its `pid` and `proc` fields):
+    `stop()` ends the group, also on leaving a `with` block."""
+
+    pid: int
+    proc: subprocess.Popen | None
+
+    def stop(self) -> None:
+        """Stop the process and its workers (the whole group)."""
+        stop_group(self.pid, self.proc)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class TrackerHandle:
+class TrackerHandle(ProcessGroup):
     """A running `tvm.exec.rpc_tracker` subprocess; `stop()` ends it (also as a context manager)."""
 
     host: str
@@ -106,16 +124,6 @@ class TrackerHandle:
     def address(self) -> tuple[str, int]:
         """`(host, port)` of the tracker."""
         return (self.host, self.port)
-
-    def stop(self) -> None:
-        """Stop the tracker and its worker process."""
-        stop_group(self.pid, self.proc)
-
-    def __enter__(self) -> TrackerHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_tracker(
