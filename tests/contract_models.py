@@ -213,3 +213,13 @@ def write(spec: Spec, out_dir: str | Path) -> tuple[Path, Path]:
     tok = out / "tokens.txt"
     tok.write_text("".join(f"{s} {i}\n" for i, s in enumerate(tokens(spec.vocab))))
     return path, tok
+
+
+if __name__ == "__main__":  # scripts/ci_cross_compile.sh: python tests/contract_models.py NAME DIR
+    import sys
+
+    by_name = {s.name: s for s in SPECS}
+    if len(sys.argv) != 3 or sys.argv[1] not in by_name:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(by_name)}}} OUT_DIR")
+    model_path, tokens_path = write(by_name[sys.argv[1]], sys.argv[2])
+    print(f"wrote {model_path} and {tokens_path}")

@@ -241,3 +241,15 @@ def test_transcribe_cli_prints_what_sherpa_onnx_prints(contract_files, contract_
         assert main(["transcribe", *files, *args]) == 0
         out = capsys.readouterr().out.strip().splitlines()
         assert [line.split("\t", 1)[1] for line in out] == expected
+
+
+@pytest.mark.slow
+def test_compile_check_and_estimate_work_on_a_contract_artifact(contract_artifacts, capsys) -> None:
+    from tvm_conformer.cli import main
+    from tvm_conformer.verify.checks import check_artifact
+
+    art = contract_artifacts["even-kernel-bpe"]
+    checks = check_artifact(art)
+    assert checks and all(c.ok is not False for c in checks), checks
+    assert main(["estimate", "--artifact", str(art)]) == 0
+    assert "RTF >=" in capsys.readouterr().out

@@ -14,7 +14,7 @@ HELP = "Auto-tune the step's kernels for a target with MetaSchedule (here or ove
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="host", help="device from targets/ (default: host)")
-    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint (.pt)")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint (.pt) or a model of the streaming-CTC ONNX contract (.onnx, tokens.txt beside it)")
     p.add_argument("--tasks", default="depthwise",
                    help="depthwise | conv | attention | all | a regex on kernel names "
                         "(default: depthwise)")

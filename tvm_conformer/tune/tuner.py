@@ -296,7 +296,7 @@ def tune(
 
     from tvm_conformer.compiler.artifact import sha256_file
     from tvm_conformer.compiler.schedule_rules import rule_list
-    from tvm_conformer.model import load_checkpoint
+    from tvm_conformer.compiler.source import open_model
 
     device = load_target(target) if isinstance(target, str) else target
     opts = opts or PipelineOptions(family=device.family)
@@ -308,12 +308,14 @@ def tune(
     threads = threads or device.threads
     opts = opts.with_default_threads(threads)  # the seeds follow the policy of the pool they run on
     log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
-    asr, _ = load_checkpoint(model)
-    manifest = _open_log_dir(log_dir, resume, asr.cfg.hash(), opts)
+    src = open_model(model)  # a checkpoint or a contract .onnx (tokens.txt beside it)
+    manifest = _open_log_dir(log_dir, resume, src.config_hash, opts)
     chosen = select_tasks(extract_tasks(model, device, opts, frontend), tasks)
     log_dir.mkdir(parents=True, exist_ok=True)
     if manifest is None:
-        model_info = {"config_hash": asr.cfg.hash(), "config": asr.cfg.to_dict(),
+        entry = src.manifest_entry()
+        model_info = {"config_hash": src.config_hash,
+                      "config": entry.get("config") or entry.get("contract"),
                       "checkpoint": str(model), "checkpoint_sha256": sha256_file(model)}
         runner_name = f"rpc:{rpc.key}" if rpc else "local"
         manifest = tdb.new_manifest(device, device_identity(device, rpc), model_info, opts,

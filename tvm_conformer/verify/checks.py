@@ -125,11 +125,18 @@ def check_loads(art: Path, machine: str | None) -> CheckResult:
     from tvm_conformer.runtime.tvm_backend import TVMBackend
 
     backend = TVMBackend.load(art)
-    cfg = backend.config
-    feats = np.zeros((1, cfg.chunk_input_frames, cfg.n_mels), np.float32)
-    mask = np.ones((1, cfg.left_frames + cfg.chunk_size), np.float32)
+    spec = getattr(backend, "spec", None)
+    if spec is not None:  # a model of the streaming-CTC contract: its shapes, a bool mask
+        shapes = spec.input_shapes()
+        feats = np.zeros(shapes["x"], np.float32)
+        mask = np.ones(shapes["attn_mask"], bool)
+        shape = (spec.chunk_size, spec.vocab_size)
+    else:
+        cfg = backend.config
+        feats = np.zeros((1, cfg.chunk_input_frames, cfg.n_mels), np.float32)
+        mask = np.ones((1, cfg.left_frames + cfg.chunk_size), np.float32)
+        shape = (cfg.chunk_size, cfg.vocab_size)
     log_probs, _ = backend.step(backend.initial_state(), feats, mask)
-    shape = (cfg.chunk_size, cfg.vocab_size)
     ok = log_probs.shape == shape and bool(np.isfinite(log_probs).all())
     return CheckResult("loads", ok, f"loaded and ran one step: log-probs {log_probs.shape}, "
                        f"{'finite' if ok else f'expected finite {shape}'}")
