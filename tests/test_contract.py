@@ -253,3 +253,22 @@ def test_compile_check_and_estimate_work_on_a_contract_artifact(contract_artifac
     assert checks and all(c.ok is not False for c in checks), checks
     assert main(["estimate", "--artifact", str(art)]) == 0
     assert "RTF >=" in capsys.readouterr().out
+
+
+def test_an_int8_contract_file_imports_with_int8_weights_separate(contract_files, tmp_path: Path) -> None:
+    """What sherpa-onnx ships as model.int8.onnx (ORT dynamic quantization: MatMulInteger)
+    passes the import: int8 weights stay `main` parameters, shapes static (compiling it fast
+    is the int8 work's business)."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from tvm_conformer.frontend.contract import import_contract, read_contract
+
+    model, tokens = contract_files["small"]
+    quantize_dynamic(str(model), str(tmp_path / "model.onnx"), op_types_to_quantize=["MatMul"],
+                     weight_type=QuantType.QInt8)
+    shutil.copy(tokens, tmp_path / "tokens.txt")
+    mod, weights = import_contract(read_contract(tmp_path / "model.onnx"))
+    assert sum(str(w.dtype) == "int8" for w in weights) >= 2 * cm.SMALL.blocks
+    assert "T.int64()" not in mod.script()  # no shape left to the input values
