@@ -1,4 +1,5 @@
-"""Shared fixtures: checkpoints (the shipped one, and a tiny random one for fast compiles)."""
+"""Shared fixtures: checkpoints (the shipped one, and a tiny random one for fast compiles), and
+the tiny one compiled per (target, precision)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,25 @@ def shipped_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def shipped_model(shipped_checkpoint: Path) -> ConformerASR:
     return load_checkpoint(shipped_checkpoint)[0]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Builds each (target, precision) of the tiny model once, on first use."""
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
+    from tvm_conformer.targets import load_target
+
+    built: dict[tuple[str, str], Path] = {}
+
+    def get(target: str, precision: str) -> Path:
+        if (target, precision) not in built:
+            out = tmp_path_factory.mktemp(f"{target}-{precision}")
+            device = load_target(target)
+            compile_artifact(out, device, tiny_checkpoint,
+                             opts=PipelineOptions(family=device.family, precision=precision),
+                             quiet=True, use_default_database=False)
+            built[target, precision] = out
+        return built[target, precision]
+
+    return get

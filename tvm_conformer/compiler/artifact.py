@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,11 @@ def load_weights(path: Path) -> list[np.ndarray]:
         return [z[k] for k in sorted(z.files)]
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> None:
+def write_manifest(out_dir: Path, manifest: dict, files: Sequence[str] = (LIB, WEIGHTS)) -> None:
+    """Writes `manifest` with the sha256 of each of `files` (the library and weights, and
+    for GPU builds the kernels' source and launch records)."""
     manifest = dict(manifest, format=FORMAT)
-    manifest["files"] = {name: sha256_file(out_dir / name) for name in (LIB, WEIGHTS)}
+    manifest["files"] = {name: sha256_file(out_dir / name) for name in files}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from tvm_conformer.compiler.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
+from tvm_conformer.compiler.kernels import KERNELS_JSON, KernelRecorder, launch_records
+from tvm_conformer.compiler.link import OPENCL_SOURCE
 from tvm_conformer.compiler.pipeline import (
     PipelineOptions,
     kernel_calls,
@@ -115,6 +117,7 @@ def compile_artifact(
     def observe(phase: str, m: tvm.IRModule) -> None:
         if phase == "fused":  # what a step computes and moves, for `estimate`
             stats["work"] = count_work(m)
+            stats["fused"] = m  # the unscheduled kernels: a GPU build's launch records cite them
         if phase == "scheduled":
             stats["kernels"] = kernel_names(m)
             stats["unscheduled"] = unscheduled_kernels(m)
@@ -126,9 +129,16 @@ def compile_artifact(
     tvm_target = device.tvm()
     _log(f"compiling for {device.name} ({tvm_target.kind.name}, {opts.precision}, "
          f"passes: {','.join(opts.passes) or 'none'}, database: {opts.database or 'none'})", quiet)
-    with tvm_target:
+    recorder = KernelRecorder()  # GPU builds: the kernels' launches, for `verify/opencl_run`
+    instruments = [recorder] if device.family == "mali" else []
+    with tvm_target, tvm.transform.PassContext(instruments=instruments):
         ex = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     export(ex, device, out / LIB)
+    files = [LIB, WEIGHTS]
+    if recorder.module is not None:
+        records = launch_records(recorder.module, stats["fused"])
+        (out / KERNELS_JSON).write_text(json.dumps(records, indent=1))
+        files += [OPENCL_SOURCE, KERNELS_JSON]
     n_model_weights = len(weights)
     if lifted:
         weights = run_weight_transform(lifted[0], weights)
@@ -144,7 +154,9 @@ def compile_artifact(
         "model": src.manifest_entry(),
         "target": {"name": device.name, "family": device.family, "tvm": json.loads(str(tvm_target)),
                    "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
-                   "elf_machine": device.elf_machine, "threads": opts.threads},
+                   "elf_machine": device.elf_machine, "threads": opts.threads,
+                   "max_work_group_size": device.max_work_group_size,
+                   "local_mem_bytes": device.local_mem_bytes},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},
@@ -158,6 +170,6 @@ def compile_artifact(
         "compile_seconds": round(seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_manifest(out, manifest)
+    write_manifest(out, manifest, files)
     _log(f"wrote {out} in {seconds:.1f} s", quiet)
     return manifest

@@ -39,6 +39,9 @@ class DeviceTarget:
     cores: int = 1
     fp16_rate: float = 1.0  # fp16 peak / fp32 peak: 2 where the SIMD units compute in half
     mem_bandwidth_gbs: float = 10.0
+    # GPU limits a driver enforces at launch (CL_DEVICE_MAX_WORK_GROUP_SIZE, _LOCAL_MEM_SIZE)
+    max_work_group_size: int | None = None
+    local_mem_bytes: int | None = None
     path: str = ""
 
     @property
@@ -88,7 +91,7 @@ def _accepted(hint: Any) -> tuple[type, ...]:
 _TYPES = {name: _accepted(hint) for name, hint in typing.get_type_hints(DeviceTarget).items()
           if name in _FIELDS}
 _POSITIVE = ("threads", "clock_ghz", "simd_bits", "fma_units", "cores", "fp16_rate",
-             "mem_bandwidth_gbs")
+             "mem_bandwidth_gbs", "max_work_group_size", "local_mem_bytes")
 
 
 def _check_type(path: Path, key: str, value: Any) -> None:

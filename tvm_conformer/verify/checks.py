@@ -1,5 +1,6 @@
 """Checks of a compiled artifact that need no device: the library's ELF header, SIMD code in its
-kernels (NEON, HVX), its OpenCL kernels through clang, and loading it where this machine can."""
+kernels (NEON, HVX), its OpenCL kernels through clang and run on PoCL, and loading it where
+this machine can."""
 
 from __future__ import annotations
 
@@ -112,6 +113,16 @@ def check_opencl(source: Path) -> CheckResult:
     return CheckResult("opencl", True, f"{kernels} kernels in {source.name} pass clang -cl-std=CL2.0")
 
 
+def check_opencl_run(art: Path) -> CheckResult:
+    """Every OpenCL kernel launched here (PoCL) against its llvm build (`verify/opencl_run`);
+    the result goes into the manifest as `checks.opencl_run`."""
+    from tvm_conformer.verify.opencl_run import record_result, run_kernels
+
+    result = run_kernels(art)
+    record_result(art, result)
+    return CheckResult("opencl_run", result.ok, result.summary())
+
+
 def check_loads(art: Path, machine: str | None) -> CheckResult:
     """On a matching machine: the artifact loads and one step gives finite log-probabilities
     of the right shape; elsewhere, what `file` says about the library."""
@@ -155,6 +166,7 @@ def check_artifact(art_dir: str | Path) -> list[CheckResult]:
     results = [check_elf(lib, machine)]
     if target["family"] == "mali":
         results.append(check_opencl(art / OPENCL_SOURCE))
+        results.append(check_opencl_run(art))
     elif target["family"] == "hexagon":
         results.append(check_simd(lib, "HVX", HVX, _HVX_DISASM, kernel_macs))
     elif machine == "ARM" and manifest["pipeline"]["precision"] == "fp16":
