@@ -32,7 +32,9 @@ from tvm_conformer.compiler.kernels import KERNELS_JSON
 from tvm_conformer.compiler.link import OPENCL_SOURCE
 
 FP32_TOL = 1e-4  # max |opencl - llvm| / max |llvm|, per output
-FP16_TOL = 2e-2  # fp16: roundings differ (reduction order, where the promotion keeps float)
+# fp16: the llvm build accumulates in half, PoCL (half as float) in float: the shipped model's
+# subsampling output linear (the longest reduction) differs by 6.8e-2; a wrong index errs by O(1)
+FP16_TOL = 1e-1
 # fp16 inputs are non-negative: the fp16 LayerNorm takes its statistics (mean absolute deviation,
 # sum of squares) as inputs, never negative in a real run; negative ones make half and float
 # arithmetic diverge (NaN, cancellation) where no kernel is wrong
