@@ -191,13 +191,16 @@ def test_summary_figures() -> None:
     assert s["first_chunk_ms"] == 30.0 and s["cold_first_chunk_ms"] == 30.0
 
 
-def test_architecture_names() -> None:
+def test_architecture_names(tmp_path) -> None:
     """(HOST:PORT parsing: tests/test_rpc_address.py.)"""
-    from tvm_conformer.rpc.device import artifact_arch, normalize_arch
+    from test_artifact_checks import EM_AARCH64, EM_X86_64, fake_library
+
+    from tvm_conformer.compiler.compat import library_arch, normalize_arch
 
     assert [normalize_arch(a) for a in ("arm64", "aarch64", "armv7l", "armv7a", "AMD64")] == [
         "aarch64", "aarch64", "arm", "arm", "x86_64"]
-    mali = {"target": {"tvm": {"kind": "opencl"}, "host": {"mtriple": "aarch64-linux-gnu"}},
-            "built_on": {"machine": "x86_64"}}
-    host = {"target": {"tvm": {"kind": "llvm"}, "host": None}, "built_on": {"machine": "x86_64"}}
-    assert artifact_arch(mali) == "aarch64" and artifact_arch(host) == "x86_64"
+    # the architecture an artifact is checked against is its library's, not its manifest's
+    fake_library(tmp_path / "lib.so", EM_AARCH64)
+    assert library_arch(tmp_path) == "aarch64"
+    fake_library(tmp_path / "lib.so", EM_X86_64)
+    assert library_arch(tmp_path) == "x86_64"

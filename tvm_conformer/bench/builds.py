@@ -3,8 +3,6 @@ directory under a key of everything the build depends on; the checkpoint to benc
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,16 +15,6 @@ CACHE_DIR = REPO_DIR / "build" / "bench"
 
 class Unavailable(Exception):
     """An engine variant that cannot be built here; the message goes into its row."""
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _compiler_sources_hash() -> str:
-    from tvm_conformer.compiler.artifact import compiler_sources_hash
-
-    return compiler_sources_hash()
 
 
 class Builder:
@@ -61,7 +49,9 @@ class Builder:
     def _build(self, spec: EngineSpec) -> dict[str, str]:
         from tvm_conformer.bench.utterance import build_utterance_artifact, export_utterance_onnx
         from tvm_conformer.bench.workload import UTTERANCE_FRAMES
+        from tvm_conformer.compiler.artifact import build_key
         from tvm_conformer.frontend import export_onnx
+        from tvm_conformer.targets import load_target
 
         if spec.engine == "ort":
             path = self.dir / ("step.onnx" if spec.mode == "stream" else f"utterance-{UTTERANCE_FRAMES}.onnx")
@@ -72,7 +62,8 @@ class Builder:
                     export_utterance_onnx(self.model, UTTERANCE_FRAMES, path)
             return {"onnx": str(path)}
         opts = pipeline_options(spec, self.model.cfg.hash())
-        key = _sha(json.dumps([opts.to_dict(), _compiler_sources_hash(), _database_hash(opts)]))
+        key = build_key(self.checkpoint, load_target("host"), {"mode": spec.mode, **opts.to_dict()},
+                        opts.database)
         art = self.dir / f"{spec.mode}-{spec.label}-{key}"
         if not (art / "manifest.json").is_file():
             if spec.mode == "stream":
@@ -106,13 +97,6 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
     if why is not None:
         raise Unavailable(f"database {log_dir.relative_to(REPO_DIR)}/ does not fit: {why}")
     return replace(opts, database=str(log_dir))
-
-
-def _database_hash(opts) -> str | None:  # noqa: ANN001
-    from tvm_conformer.compiler.compile import database_info
-
-    info = database_info(opts.database)
-    return json.dumps(info["sha256"]) if info else None
 
 
 def buildable(builder: Builder, kind: str) -> bool:

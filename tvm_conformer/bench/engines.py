@@ -108,11 +108,13 @@ class TvmEngine:
         from tvm.runtime.vm import VirtualMachine
 
         from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
+        from tvm_conformer.compiler.compat import check_runs_here
         from tvm_conformer.threads import set_threads
 
         art = Path(artifact)
         set_threads(threads)
         self.manifest = read_manifest(art)
+        check_runs_here(self.manifest, art)
         self.dev = tvm.cpu()
         self.vm = VirtualMachine(tvm.runtime.load_module(str(art / LIB)), self.dev)
         self.weights = [tvm.runtime.tensor(w, self.dev) for w in load_weights(art / WEIGHTS)]

@@ -8,6 +8,7 @@ Attention has full context (non-streaming: every frame sees the whole utterance)
 from __future__ import annotations
 
 import json
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -80,6 +81,7 @@ def build_utterance_artifact(out_dir: Path, model: ConformerASR, frames: int, op
     import tvm
 
     from tvm_conformer.compiler.artifact import LIB, WEIGHTS, save_weights, write_manifest
+    from tvm_conformer.compiler.compat import required_cpu_features
     from tvm_conformer.compiler.compile import run_weight_transform
     from tvm_conformer.compiler.link import export
     from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
@@ -98,10 +100,16 @@ def build_utterance_artifact(out_dir: Path, model: ConformerASR, frames: int, op
     out_dir.mkdir(parents=True, exist_ok=True)
     export(ex, device, out_dir / LIB)
     save_weights(out_dir / WEIGHTS, weights)
-    manifest = {"model": {"config": model.cfg.to_dict()}, "mode": "utterance", "frames": frames,
-                "target": {"name": device.name, "tvm": json.loads(str(target))},
+    manifest = {"model": {"config": model.cfg.to_dict(), "config_hash": model.cfg.hash(),
+                          "checkpoint": "", "checkpoint_sha256": ""},
+                "mode": "utterance", "frames": frames, "frontend": "torch",
+                "target": {"name": device.name, "family": device.family,
+                           "tvm": json.loads(str(target)), "host": None,
+                           "elf_machine": device.elf_machine, "threads": opts.threads,
+                           "cpu_features": required_cpu_features(target)},
                 "pipeline": opts.to_dict(), "io": {"inputs": ["feats"], "outputs": ["log_probs"],
                                                    "weights": len(weights)},
-                "tvm_version": tvm.__version__, "compile_seconds": round(time.time() - t0, 2)}
+                "tvm_version": tvm.__version__, "built_on": {"machine": platform.machine()},
+                "compile_seconds": round(time.time() - t0, 2)}
     write_manifest(out_dir, manifest)
     return manifest

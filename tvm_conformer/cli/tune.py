@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
         rep = report(args.target, args.model, args.log_dir, args.recording, args.threads)
         print(json.dumps(rep, indent=1) if args.json else format_report(rep))
         return 0
+    from tvm_conformer.compiler.compat import target_runs_here
     from tvm_conformer.targets import load_target
-    from tvm_conformer.tune.tuner import RPCDevice, runs_here, tune
+    from tvm_conformer.tune.tuner import RPCDevice, tune
 
     device = load_target(args.target)
-    key = args.rpc_key or (None if runs_here(device) else device.rpc_key)
+    key = args.rpc_key or (None if target_runs_here(device) else device.rpc_key)
     rpc = RPCDevice(*parse_tracker(args.tracker), key, args.rpc_workers) if key else None
     manifest = tune(device, args.model, args.tasks, args.trials, args.log_dir, rpc, args.resume,
                     args.threads, seed=args.seed, trials_per_round=args.trials_per_round)

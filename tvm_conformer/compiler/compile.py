@@ -87,6 +87,7 @@ def compile_artifact(
     manifest matches (`use_default_database=False`: never)."""
     import tvm
 
+    from tvm_conformer.compiler.compat import required_cpu_features
     from tvm_conformer.compiler.database import default_database
     from tvm_conformer.compiler.link import export, require_linker
     from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
@@ -156,7 +157,9 @@ def compile_artifact(
                    "host": json.loads(str(tvm_target.host)) if tvm_target.host else None,
                    "elf_machine": device.elf_machine, "threads": opts.threads,
                    "max_work_group_size": device.max_work_group_size,
-                   "local_mem_bytes": device.local_mem_bytes},
+                   "local_mem_bytes": device.local_mem_bytes,
+                   # what its code needs of the CPU (checked at load against /proc/cpuinfo)
+                   "cpu_features": required_cpu_features(tvm_target.host or tvm_target)},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
         "database": db_info and {**db_info, "default": default_db is not None},

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
+from tvm_conformer.compiler.compat import library_arch
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
-from tvm_conformer.rpc.device import DeviceInfo, artifact_arch, probe_device
+from tvm_conformer.rpc.device import DeviceInfo, probe_device
 from tvm_conformer.rpc.tracker import registered_servers, request_device, say, tracker_summary
 from tvm_conformer.rpc.watchdog import remote_operation, sever
 from tvm_conformer.runtime.tvm_backend import TVMBackend
@@ -161,7 +162,7 @@ def make_rpc_backend(
                         "--target NAME --rpc-key KEY`, which compiles it")
     art = Path(artifact_dir)
     manifest = read_manifest(art)
-    want = artifact_arch(manifest)
+    want = library_arch(art)  # what its lib.so is, whatever the manifest says
     address = parse_tracker(tracker)
     servers = registered_servers(tracker_summary(*address), key)
     # waits up to timeout_s for a free device, then connects under the watchdog

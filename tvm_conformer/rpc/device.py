@@ -15,29 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tvm_conformer.compiler.compat import normalize_arch
 from tvm_conformer.rpc.watchdog import resolve
 
 EMULATION_LABEL = "emulation (qemu), not device timings"
 DEVICE_LABEL = "device timings"
-# Names of one architecture in LLVM triples and in `uname -m`.
-_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x86-64": "x86_64"}
-
-
-def normalize_arch(name: str) -> str:
-    """One name per architecture: `arm64` -> `aarch64`, `armv7a`/`armv7l` -> `arm`, ..."""
-    name = _ARCH_ALIASES.get(name.lower(), name.lower())
-    return "arm" if name.startswith("arm") else name
-
-
-def artifact_arch(manifest: dict) -> str:
-    """The architecture an artifact's host code runs on: its target's (or host target's) triple,
-    else the machine it was built on (a `host` build has no triple)."""
-    target = manifest["target"]
-    for tvm_target in (target["tvm"], target.get("host") or {}):
-        if tvm_target.get("mtriple"):
-            return normalize_arch(tvm_target["mtriple"].split("-")[0])
-    return normalize_arch(manifest["built_on"]["machine"])
-
 
 @dataclass(frozen=True)
 class DeviceInfo:

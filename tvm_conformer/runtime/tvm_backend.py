@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
+from tvm_conformer.compiler.compat import check_runs_here
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.paths import cache_dir
 from tvm_conformer.threads import available_cpus, set_threads
-
-
-def check_runs_here(manifest: dict, art: Path) -> None:
-    """Refuses an artifact whose code cannot run on this machine's CPU."""
-    target = manifest["target"]
-    triple = target["tvm"].get("mtriple") or ""
-    here = platform.machine()
-    arch = triple.split("-")[0] if triple else manifest.get("built_on", {}).get("machine", here)
-    if target["family"] != "cpu" or arch not in (here, ""):
-        raise UserError(
-            f"{art} was built for {target['name']} ({arch or target['family']}), this machine is "
-            f"{here}: run it on the device with --rpc-key KEY, or compile with --target host"
-        )
 
 
 class TVMBackend:
@@ -103,24 +89,23 @@ class TVMBackend:
 
 def host_artifact(model: str | Path, tokens: str | Path | None = None) -> Path:
     """The cached host build of `model`, compiled on first use (with a visible message)."""
-    import tvm
-
-    from tvm_conformer import __version__
-    from tvm_conformer.compiler.artifact import compiler_sources_hash, sha256_file
+    from tvm_conformer.compiler.artifact import build_key, sha256_file
     from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
     from tvm_conformer.paths import TUNING_LOGS_DIR
+    from tvm_conformer.targets import load_target
 
-    # what the host build depends on besides the checkpoint: versions, the compiler's code
-    # (import, passes, pipeline, rules), the host database
-    inputs = [sha256_file(model), tvm.__version__, __version__, compiler_sources_hash()]
+    device = load_target("host")
+    opts = PipelineOptions(family=device.family).with_default_threads(device.threads)
+    inputs = opts.to_dict()
     if tokens is not None or str(model).endswith(".onnx"):  # a contract model: its tokens too
         tok = Path(tokens) if tokens else Path(model).parent / "tokens.txt"
-        inputs.append(sha256_file(tok) if tok.is_file() else "no-tokens")
-    for f in sorted((TUNING_LOGS_DIR / "host").glob("*.json")):
-        inputs.append(sha256_file(f))
-    key = hashlib.sha256(":".join(inputs).encode()).hexdigest()[:16]
+        inputs["tokens"] = sha256_file(tok) if tok.is_file() else "no-tokens"
+    # everything the build depends on: the checkpoint, the build code, the target file, this
+    # CPU, the versions, the options and the host database it may apply
+    key = build_key(model, device, inputs, TUNING_LOGS_DIR / "host")
     art = cache_dir() / "artifacts" / f"host-{key}"
     if not (art / "manifest.json").is_file():
         print(f"compiling {model} for the host (first use; cached in {art})", file=sys.stderr)
-        compile_artifact(art, "host", model, tokens=tokens)
+        compile_artifact(art, device, model, opts=opts, tokens=tokens)
     return art

@@ -163,10 +163,10 @@ def report(
     """Kernel table and whole-model latencies for the database in `log_dir` (default
     `tuning_logs/<target>`), measured here (targets that run on this machine only) on `threads`
     threads (default: as many as the database was measured with)."""
-    from tvm_conformer.tune.tuner import runs_here
+    from tvm_conformer.compiler.compat import target_runs_here
 
     device = load_target(target) if isinstance(target, str) else target
-    if not runs_here(device):
+    if not target_runs_here(device):
         raise UserError(f"--report measures on this machine; {device.name} code does not run here")
     log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
     manifest = tdb.read_manifest(log_dir)

@@ -34,6 +34,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from tvm_conformer.compiler import database as tdb
+from tvm_conformer.compiler.compat import target_runs_here
 from tvm_conformer.compiler.pipeline import PipelineOptions
 from tvm_conformer.errors import UserError
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, cache_dir
@@ -75,12 +76,6 @@ def make_runner(rpc: RPCDevice | None) -> ms.runner.Runner:
         evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0),
         max_workers=rpc.workers,
     )
-
-
-def runs_here(device: DeviceTarget) -> bool:
-    """Whether this machine can execute code built for `device`."""
-    triple = device.tvm_target.get("mtriple", "")
-    return device.family == "cpu" and (not triple or triple.split("-")[0] == platform.machine())
 
 
 def device_identity(device: DeviceTarget, rpc: RPCDevice | None) -> str:
@@ -302,7 +297,7 @@ def tune(
     opts = opts or PipelineOptions(family=device.family)
     if trials < 1 or trials_per_round < 1:
         raise UserError("--trials and --trials-per-round must be at least 1")
-    if rpc is None and not runs_here(device):
+    if rpc is None and not target_runs_here(device):
         raise UserError(f"code for {device.name} cannot run on this {platform.machine()} machine: "
                         "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
     threads = threads or device.threads

@@ -4,7 +4,6 @@ this machine can."""
 
 from __future__ import annotations
 
-import platform
 import re
 import subprocess
 from collections import defaultdict
@@ -12,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvm_conformer.compiler.artifact import LIB, read_manifest
+from tvm_conformer.compiler.compat import ELF_BITS, check_runs_here, read_elf_header
 from tvm_conformer.compiler.link import OPENCL_SOURCE, require_tool
-
-# ELF class of each machine the targets name (what `readelf -h` prints for it)
-ELF_CLASS = {"AArch64": "ELF64", "ARM": "ELF32", "QUALCOMM DSP6": "ELF32",
-             "Advanced Micro Devices X86-64": "ELF64"}
-_HERE = {"x86_64": "Advanced Micro Devices X86-64", "aarch64": "AArch64"}
+from tvm_conformer.errors import UserError
 
 # A vector instruction, per ISA, in `llvm-objdump -d` text (mnemonic and operands)
 NEON_A64 = re.compile(r"\bv\d+\.(16b|8b|8h|4h|4s|2s|2d)\b|\bq\d+\b")  # fmla v0.4s, ldr q1
@@ -39,21 +35,15 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
-def _readelf(lib: Path) -> dict[str, str]:
-    out = _run([require_tool("readelf", "reads ELF headers"), "-h", str(lib)]).stdout
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-
-
 def check_elf(lib: Path, machine: str | None) -> CheckResult:
-    """The library's machine starts with `machine` and its class fits it (32/64-bit)."""
-    header = _readelf(lib)
-    got_machine, got_class = header.get("Machine", "?"), header.get("Class", "?")
-    detail = f"{got_class} {got_machine}"
+    """The library's machine (read from its ELF header) is `machine` and its class fits it."""
+    header = read_elf_header(lib)
+    detail = str(header)
     if machine is None:
         return CheckResult("elf", None, f"{detail} (the target names no elf_machine)")
-    want_class = ELF_CLASS.get(machine)
-    ok = got_machine.startswith(machine) and want_class in (None, got_class)
-    expected = " ".join(x for x in (want_class, machine) if x)
+    want_bits = ELF_BITS.get(machine)
+    ok = header.name == machine and want_bits in (None, header.bits)
+    expected = " ".join(x for x in (want_bits and f"ELF{want_bits}", machine) if x)
     return CheckResult("elf", ok, f"{detail}; expected {expected}")
 
 
@@ -126,11 +116,13 @@ def check_opencl_run(art: Path) -> CheckResult:
 def check_loads(art: Path, machine: str | None) -> CheckResult:
     """On a matching machine: the artifact loads and one step gives finite log-probabilities
     of the right shape; elsewhere, what `file` says about the library."""
-    if machine != _HERE.get(platform.machine()):
+    try:
+        check_runs_here(read_manifest(art), art)
+    except UserError as why:
         out = _run([require_tool("file", "identifies the library"), "-b", str(art / LIB)]).stdout
         ok = "shared object" in out
-        return CheckResult("loads", ok, f"not runnable here; file: {out.split(',')[0].strip()}"
-                           f"{'' if ok else ' (not a shared object)'}")
+        return CheckResult("loads", ok, f"not runnable here ({str(why).split(': ')[-1]}); file: "
+                           f"{out.split(',')[0].strip()}{'' if ok else ' (not a shared object)'}")
     import numpy as np
 
     from tvm_conformer.runtime.tvm_backend import TVMBackend
