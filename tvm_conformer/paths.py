@@ -15,6 +15,22 @@ DEFAULT_RECORDING = ASSETS_DIR / "sample.wav"
 TARGETS_DIR = REPO_DIR / "targets"
 SCHEDULES_DIR = REPO_DIR / "schedules"
 TUNING_LOGS_DIR = REPO_DIR / "tuning_logs"
+RUNS_DIR = REPO_DIR / "runs"  # training runs (gitignored): `train` writes here unless told
+
+
+def new_run_checkpoint(subsampling: str) -> Path:
+    """`runs/<UTC timestamp>/conformer_<subsampling>.pt`, in a directory no other run uses."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(1000):
+        run = RUNS_DIR / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            run.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return run / f"conformer_{subsampling}.pt"
+    raise FileExistsError(f"no free run directory under {RUNS_DIR} for {stamp}")
 
 
 def cache_dir() -> Path:

@@ -10,7 +10,8 @@ HELP = "Train the Conformer-CTC (CTC + attention-decoder loss) on a dataset from
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data", help="dataset directory written by make-data")
-    p.add_argument("--out", default="tvm_conformer/assets/conformer_dws.pt", help="checkpoint to write")
+    p.add_argument("--out", help="checkpoint to write (default: a new runs/<timestamp>/"
+                   "conformer_<subsampling>.pt; the shipped model only when named here)")
     p.add_argument("--subsampling", default="dws", choices=["dws", "vanilla"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -34,14 +35,17 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tvm_conformer.paths import new_run_checkpoint
     from tvm_conformer.train.trainer import TrainConfig, train
 
+    out = args.out or str(new_run_checkpoint(args.subsampling))
     cfg = TrainConfig(
-        data_dir=args.data, out=args.out, subsampling=args.subsampling, seed=args.seed,
+        data_dir=args.data, out=out, subsampling=args.subsampling, seed=args.seed,
         threads=args.threads, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
         ctc_weight=args.ctc_weight, lr=args.lr, model=json.loads(args.model_config), init=args.init, start_step=args.start_step,
         chunk_choices=_ints(args.chunk_choices), left_choices=_ints(args.left_choices),
     )
+    print(f"writing the checkpoint to {out}", flush=True)
     result = train(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -70,9 +71,16 @@ class StreamingStep(nn.Module):
 
 
 def save_checkpoint(model: ConformerASR, path: str | Path, meta: dict | None = None) -> None:
-    """Weights stored as fp16 to keep the shipped file small; they load back as fp32."""
+    """Weights stored as fp16 to keep the shipped file small; they load back as fp32. Written
+    atomically: an interrupted save leaves the previous file as it was."""
+    path = Path(path)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta or {}}, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta or {}}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> tuple[ConformerASR, dict]:

@@ -24,12 +24,13 @@ from tvm_conformer.model import (
     load_checkpoint,
     save_checkpoint,
 )
+from tvm_conformer.paths import new_run_checkpoint
 
 
 @dataclass
 class TrainConfig:
     data_dir: str = "data"
-    out: str = "tvm_conformer/assets/conformer_dws.pt"
+    out: str = ""  # "": a new runs/<timestamp>/conformer_<subsampling>.pt
     subsampling: str = "dws"
     seed: int = 0
     threads: int = 2
@@ -144,7 +145,7 @@ def train(cfg: TrainConfig) -> dict:
 
     start = time.time()
     step, best_wer, history = first_step, math.inf, []
-    out = Path(cfg.out)
+    out = Path(cfg.out or new_run_checkpoint(cfg.subsampling))
     out.parent.mkdir(parents=True, exist_ok=True)
     for epoch in range(cfg.max_epochs):
         model.train()
