@@ -88,7 +88,7 @@ def compile_artifact(
     import tvm
 
     from tvm_conformer.compiler.compat import required_cpu_features
-    from tvm_conformer.compiler.database import default_database
+    from tvm_conformer.compiler.database import check_database, default_database
     from tvm_conformer.compiler.link import export, require_linker
     from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
     from tvm_conformer.compiler.roofline import count_work
@@ -99,6 +99,8 @@ def compile_artifact(
     opts = opts.with_default_threads(device.threads)  # built for the count it will run with
     if opts.family != device.family:
         raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
+    if opts.database is not None:  # one line on a torn or crossed database, not TVM's error
+        check_database(Path(opts.database))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -11,10 +11,13 @@ pipeline options that shape the kernels and the TVM version (`default_database`)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +82,20 @@ def read_manifest(log_dir: Path) -> dict | None:
 
 
 def check_database(log_dir: Path) -> int:
-    """Number of tuning records; UserError naming the file and line if either file is corrupted."""
+    """Number of tuning records; UserError naming the file and line if either file is
+    corrupted, or if a record does not belong to the workload it names: its arguments must be
+    the workload's and its trace must replay on the workload's kernel (two `tune` runs into one
+    directory used to attach records to the wrong workloads)."""
     counts = {}
+    entries: dict[str, list] = {}
     for name in (WORKLOADS, RECORDS):
         path = log_dir / name
         if not path.is_file():
             raise UserError(f"{log_dir} has a manifest but no {name}; restore it from git or "
                             "re-tune with `tvm-conformer tune`")
+        entries[name] = []
         n = 0
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):  # noqa: B007 - n counts the lines
                 try:
                     entry = json.loads(line)
@@ -103,8 +111,102 @@ def check_database(log_dir: Path) -> int:
                         f"{counts[WORKLOADS]}: the pair is out of step (a copy of one file "
                         "without the other); restore both from git or re-tune with "
                         "`tvm-conformer tune`")
+                entries[name].append(entry)
         counts[name] = n
+    _replay_records(log_dir, entries[WORKLOADS], entries[RECORDS])
     return counts[RECORDS]
+
+
+def _replay_records(log_dir: Path, workloads: list, records: list) -> None:
+    """Every record's trace applied to its own workload's kernel, its arguments compared."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    path = log_dir / RECORDS
+    fix = ("records crossed between workloads (two `tune` runs on one --log-dir?); restore "
+           "both files from git or re-tune with `tvm-conformer tune` into a new --log-dir")
+    parsed: dict[int, tuple] = {}
+    for n, (index, record) in enumerate(records, 1):
+        if index not in parsed:
+            try:
+                wl = ms.database.Workload.from_json(workloads[index])
+                args = [str(a.as_json()) for a in ms.arg_info.ArgInfo.from_prim_func(wl.mod["main"])]
+            except Exception as exc:  # noqa: BLE001 - any unreadable workload
+                raise UserError(f"{log_dir / WORKLOADS} line {index + 1} is not a workload "
+                                f"({_first_line(exc)}); restore it from git or re-tune") from None
+            parsed[index] = (wl, args)
+        wl, args = parsed[index]
+        try:  # from_json replays the trace on the workload's kernel to rebuild it
+            rec = ms.database.TuningRecord.from_json(record, wl)
+            rec.trace.apply_to_schedule(tvm.s_tir.Schedule(wl.mod), remove_postproc=False)
+        except Exception as exc:  # noqa: BLE001 - TVM raises its own error kinds
+            raise UserError(f"{path} line {n} is a record of workload {index} that does not "
+                            f"replay on it ({_first_line(exc)}): {fix}") from None
+        got = [str(a.as_json()) for a in rec.args_info]
+        if got != args:
+            raise UserError(f"{path} line {n} is a record of workload {index} that does not fit "
+                            f"it (arguments {got} vs the kernel's {args}): {fix}")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "not rendered" not in ln]
+    return f"{type(exc).__name__}: {lines[-1]}"[:160] if lines else type(exc).__name__
+
+
+def drop_torn_last_records(log_dir: Path) -> list[str]:
+    """Drops a half-written last line (a `tune` killed mid-write: no newline, not JSON) of
+    each database file; returns what was dropped, for a warning. Other lines are untouched."""
+    dropped = []
+    for name in (WORKLOADS, RECORDS):
+        path = log_dir / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            continue
+        cut = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[cut:])
+        except ValueError:
+            with open(path, "r+b") as f:
+                f.truncate(cut)
+            line = data.count(b"\n") + 1
+            dropped.append(f"{path} line {line} ({len(data) - cut} bytes)")
+        else:  # a whole record without its newline: keep it, end the line
+            with open(path, "ab") as f:
+                f.write(b"\n")
+    return dropped
+
+
+LOCK = "tune.lock"
+
+
+@contextlib.contextmanager
+def lock_log_dir(log_dir: Path) -> Iterator[None]:
+    """Holds `log_dir` for one `tune`: UserError naming the holder's pid if another has it.
+    (flock: the lock dies with its process, so a killed run leaves nothing to clean up.)"""
+    import fcntl
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / LOCK
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise UserError(f"{log_dir} is being tuned by another `tune` (pid {holder}): wait "
+                            "for it to finish, or tune into another --log-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def mismatch(manifest: dict, model_cfg_hash: str, opts: Any) -> str | None:  # noqa: ANN401
@@ -169,6 +271,6 @@ def write_manifest(log_dir: Path, manifest: dict) -> None:
     manifest["trials"] = sum(t["records"] for t in manifest["tasks"].values())
     manifest["wall_seconds"] = round(sum(s["wall_seconds"] for s in manifest["sessions"]), 1)
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tmp = log_dir / (MANIFEST + ".tmp")
+    tmp = log_dir / f"{MANIFEST}.{os.getpid()}.tmp"  # never shared with another writer
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     tmp.replace(log_dir / MANIFEST)

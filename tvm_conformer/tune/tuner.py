@@ -156,8 +156,11 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.total_bar.update(len(runner_results))
 
 
-def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task]) -> dict[str, list[float]]:
-    """Measured run times (seconds) of every record of each task, failed ones as FAILED_SECONDS."""
+def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task],
+                     failed: bool = False) -> dict[str, list[float]]:
+    """Measured run times (seconds) of the records of each task that have one: a candidate
+    that failed to build or run (a device that died) is no trial done, so `--resume` measures
+    the task again. With `failed`, those too, as FAILED_SECONDS."""
     records = db.get_all_tuning_records()
     out: dict[str, list[float]] = {}
     for task in tasks:
@@ -165,7 +168,8 @@ def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task]) -> dict[st
             out[task.name] = []
             continue
         wl = db.commit_workload(task.mod)
-        out[task.name] = [_seconds(r.run_secs) for r in records if r.workload.same_as(wl)]
+        times = [_seconds(r.run_secs) for r in records if r.workload.same_as(wl)]
+        out[task.name] = times if failed else [t for t in times if t < FAILED_SECONDS]
     return out
 
 
@@ -241,6 +245,9 @@ def _open_log_dir(log_dir: Path, resume: bool, model_hash: str, opts: PipelineOp
         if has_records:
             raise UserError(f"{log_dir} has records but no {tdb.MANIFEST}; choose another --log-dir")
         return None
+    for torn in tdb.drop_torn_last_records(log_dir):
+        print(f"warning: dropped the torn last record {torn} (a run killed while writing it)",
+              file=sys.stderr, flush=True)
     tdb.check_database(log_dir)
     why = tdb.mismatch(manifest, model_hash, opts)
     if why is not None:
@@ -287,13 +294,25 @@ def tune(
     """Tunes the tasks `tasks` (a group or a regex) of `model` for `target` with `trials`
     measured candidates each, into `log_dir` (default `tuning_logs/<target>`); returns the
     manifest. On the host `threads` (default the target's) sizes the measuring thread pool."""
+    device = load_target(target) if isinstance(target, str) else target
+    log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
+    with tdb.lock_log_dir(log_dir):  # one `tune` per directory: a second one refuses
+        return _tune_locked(device, model, tasks, trials, log_dir, rpc, resume, threads, opts,
+                            frontend, progress, seed, trials_per_round)
+
+
+def _tune_locked(
+    target: DeviceTarget, model: str | Path, tasks: str, trials: int, log_dir: Path,
+    rpc: RPCDevice | None, resume: bool, threads: int | None, opts: PipelineOptions | None,
+    frontend: str, progress: bool, seed: int | None, trials_per_round: int,
+) -> dict:
     from tqdm import tqdm
 
     from tvm_conformer.compiler.artifact import sha256_file
     from tvm_conformer.compiler.schedule_rules import rule_list
     from tvm_conformer.compiler.source import open_model
 
-    device = load_target(target) if isinstance(target, str) else target
+    device = target
     opts = opts or PipelineOptions(family=device.family)
     if trials < 1 or trials_per_round < 1:
         raise UserError("--trials and --trials-per-round must be at least 1")
@@ -302,7 +321,6 @@ def tune(
                         "measure it on the device with --rpc-key KEY --tracker HOST:PORT")
     threads = threads or device.threads
     opts = opts.with_default_threads(threads)  # the seeds follow the policy of the pool they run on
-    log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
     src = open_model(model)  # a checkpoint or a contract .onnx (tokens.txt beside it)
     manifest = _open_log_dir(log_dir, resume, src.config_hash, opts)
     chosen = select_tasks(extract_tasks(model, device, opts, frontend), tasks)
@@ -336,13 +354,16 @@ def tune(
 
     def record(task: Task, finished: bool) -> None:
         times = records_per_task(db, [task])[task.name]
+        measured = len(records_per_task(db, [task], failed=True)[task.name])
         entry = manifest["tasks"].setdefault(task.name, {"weight": task.weight,
                                                          "groups": sorted(task.groups)})
         before = entry.get("records", 0)
         entry["records"] = len(times)
         entry["best_us"] = round(min(times) * 1e6, 3) if times and min(times) < FAILED_SECONDS else None
-        # the search space ran dry before `trials`: resuming would find nothing new
-        entry["exhausted"] = finished and len(times) < trials
+        entry["failed"] = measured - len(times)
+        # the search space ran dry before `trials` (failed candidates count as tried here):
+        # resuming would find nothing new
+        entry["exhausted"] = finished and measured < trials
         session["trials"] += len(times) - before
         session["wall_seconds"] = round(time.time() - start, 1)
         tdb.write_manifest(log_dir, manifest)
