@@ -49,8 +49,9 @@ def make_backend(
 
 
 def make_recognizer(backend: StepBackend, decoding: str = "greedy", model: str | Path | None = None):  # noqa: ANN201
-    """An OnlineRecognizer; `rescore` decoding loads the checkpoint's attention decoder. A
-    contract model gets sherpa-onnx's streaming loop (greedy CTC, as sherpa-onnx decodes it)."""
+    """An OnlineRecognizer; `rescore` decoding loads the attention decoder of the checkpoint
+    the step comes from (an artifact's: the one its manifest records). A contract model gets
+    sherpa-onnx's streaming loop (greedy CTC, as sherpa-onnx decodes it)."""
     from tvm_conformer.runtime.recognizer import OnlineRecognizer
 
     if getattr(backend, "spec", None) is not None:
@@ -61,5 +62,32 @@ def make_recognizer(backend: StepBackend, decoding: str = "greedy", model: str |
                             "decoded greedily, as sherpa-onnx decodes it")
         return ContractRecognizer(backend)
 
-    rescorer = load_checkpoint(model or DEFAULT_CHECKPOINT)[0] if decoding == "rescore" else None
+    rescorer = None
+    if decoding == "rescore":
+        rescorer = load_checkpoint(rescoring_checkpoint(backend, model))[0]
+        if rescorer.decoder is None:
+            raise UserError("--decoding rescore needs a checkpoint with an attention decoder; "
+                            "use --decoding beam")
     return OnlineRecognizer(backend, decoding=decoding, rescorer=rescorer)
+
+
+def rescoring_checkpoint(backend: StepBackend, model: str | Path | None = None) -> Path:
+    """The checkpoint whose decoder rescores `backend`'s hypotheses: for an artifact, the one
+    it was compiled from (path and sha256 in its manifest; `model` may say where it is now),
+    else `model` (default: the shipped one). UserError if the artifact's is not available."""
+    from tvm_conformer.compiler.artifact import sha256_file
+    from tvm_conformer.paths import REPO_DIR
+
+    manifest = getattr(backend, "manifest", None)
+    if manifest is None:
+        return Path(model or DEFAULT_CHECKPOINT)
+    recorded, digest = manifest["model"]["checkpoint"], manifest["model"]["checkpoint_sha256"]
+    candidates = [Path(model)] if model else [Path(recorded), REPO_DIR / recorded]
+    for path in candidates:
+        if path.is_file() and sha256_file(path) == digest:
+            return path
+    where = (f"{model} is not it" if model else "it is not there" if not any(
+        p.is_file() for p in candidates) else "the file there has changed")
+    raise UserError(f"--decoding rescore needs the decoder of the checkpoint the artifact was "
+                    f"compiled from, {recorded} (sha256 {digest[:12]}...), and {where}: pass "
+                    "--model PATH to that checkpoint, or use --decoding beam")
