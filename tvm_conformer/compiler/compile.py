@@ -8,6 +8,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tvm_conformer.compiler.artifact import LIB, WEIGHTS, save_weights, sha256_file, write_manifest
@@ -88,7 +89,13 @@ def compile_artifact(
     import tvm
 
     from tvm_conformer.compiler.compat import required_cpu_features
-    from tvm_conformer.compiler.database import check_database, default_database
+    from tvm_conformer.compiler.database import (
+        DatabaseMismatchWarning,
+        check_database,
+        default_database,
+        thread_mismatch,
+    )
+    from tvm_conformer.compiler.database import read_manifest as read_db_manifest
     from tvm_conformer.compiler.link import export, require_linker
     from tvm_conformer.compiler.pipeline import tvm_conformer_pipeline
     from tvm_conformer.compiler.roofline import count_work
@@ -101,6 +108,13 @@ def compile_artifact(
         raise UserError(f"pipeline family {opts.family!r} does not match target family {device.family!r}")
     if opts.database is not None:  # one line on a torn or crossed database, not TVM's error
         check_database(Path(opts.database))
+        db_manifest = read_db_manifest(Path(opts.database))
+        why = db_manifest and thread_mismatch(db_manifest, opts)
+        if why:
+            warnings.warn(f"not applying the tuning database {opts.database}: {why}; tune one "
+                          f"with `tvm-conformer tune --threads {opts.threads}`",
+                          DatabaseMismatchWarning, stacklevel=2)
+            opts = dataclasses.replace(opts, database=None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -218,6 +218,16 @@ def mismatch(manifest: dict, model_cfg_hash: str, opts: Any) -> str | None:  # n
         return f"it was tuned with pipeline {manifest['pipeline']}, this build uses {kernel_options(opts)}"
     if manifest["tvm_version"] != tvm_version():
         return f"it was tuned with TVM {manifest['tvm_version']}, this is TVM {tvm_version()}"
+    return thread_mismatch(manifest, opts)
+
+
+def thread_mismatch(manifest: dict, opts: Any) -> str | None:  # noqa: ANN401 - PipelineOptions
+    """Why a database's records do not fit this build's thread count, or None. Its schedules
+    were measured (and parallelized) for its pool: records tuned on 2 threads put parallel
+    loops into a 1-thread build, where they are not the fastest either."""
+    tuned_on, runs_on = manifest.get("threads"), getattr(opts, "threads", None)
+    if tuned_on is not None and runs_on and tuned_on != runs_on:
+        return f"it was tuned on {tuned_on} threads, this build runs on {runs_on}"
     return None
 
 
