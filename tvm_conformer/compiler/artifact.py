@@ -86,7 +86,7 @@ def load_weights(path: Path) -> list[np.ndarray]:
 _OBJ, _STR, _INT, _OPT_STR, _OPT_OBJ = dict, str, int, (str, type(None)), (dict, type(None))
 SCHEMA: dict = {
     "format": _INT,
-    "model": {"config": _OBJ, "config_hash": _STR, "checkpoint": _STR, "checkpoint_sha256": _STR},
+    "model": {"config_hash": _STR, "checkpoint": _STR, "checkpoint_sha256": _STR},
     "target": {"name": _STR, "family": _STR, "tvm": _OBJ, "host": _OPT_OBJ,
                "elf_machine": _OPT_STR, "threads": _INT, "cpu_features": list},
     "frontend": _STR,
@@ -118,8 +118,13 @@ def _check_schema(art: Path, value: object, schema: dict, where: str = "") -> No
         elif not isinstance(got, kind) or (isinstance(got, bool) and kind is int):
             want = " or ".join(_TYPE_NAMES.get(k, "null") for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise _rebuild(art, f"{name} must be {want}, not {type(got).__name__} {got!r:.40}")
-    if where == "" and not all(isinstance(f, str) for f in value["target"]["cpu_features"]):
+    if where:
+        return
+    if not all(isinstance(f, str) for f in value["target"]["cpu_features"]):
         raise _rebuild(art, "target.cpu_features must be a list of strings")
+    # our checkpoints have a model config, a contract model (ONNX) its contract
+    model_key = "contract" if value["model"].get("kind") == "onnx-contract" else "config"
+    _check_schema(art, value["model"], {model_key: _OBJ}, "model.")
 
 
 def _check_files(art: Path, files: dict, family: str) -> None:
