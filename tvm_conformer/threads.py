@@ -34,6 +34,8 @@ def set_threads(threads: int) -> None:
     """Sizes TVM's CPU pool to `threads`; a pool that cannot grow that far is an error."""
     import tvm
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"a thread count must be an integer >= 1, not {threads!r}")
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
     got = pool_size()
     if got != threads:

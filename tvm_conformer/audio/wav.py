@@ -11,7 +11,7 @@ import soxr
 from tvm_conformer.errors import UserError
 
 MIN_SECONDS = 0.05  # shorter audio is rejected: it holds no speech to recognize
-MAX_SECONDS = 600  # the longest input the recognizer is meant for (it is still readable)
+MAX_SECONDS = 600  # the longest input read: a longer one is refused before any allocation
 _BLOCK = 1 << 16  # frames read at a time while downmixing
 
 
@@ -19,7 +19,9 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a WAV/FLAC/... file as float32 mono samples in [-1, 1] and its sample rate.
 
     Multi-channel audio is averaged to mono. Raises UserError for a missing, unreadable,
-    empty or too short (< MIN_SECONDS) file.
+    empty, too short (< MIN_SECONDS) or too long (> MAX_SECONDS, judged from the header before
+    anything is allocated, so a forged header cannot exhaust memory) file, and for samples that
+    are not finite (NaN or infinite floats).
     """
     path = Path(path)
     if not path.is_file():
@@ -36,6 +38,11 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
                     f"{path}: the audio lasts {n / sr:.3f} s, shorter than {MIN_SECONDS} s; "
                     "pass a longer recording"
                 )
+            if n > MAX_SECONDS * sr:
+                raise UserError(
+                    f"{path}: the header declares {n / sr:.0f} s of audio, more than {MAX_SECONDS} s; "
+                    f"split it, e.g. `sox {path.name} part.wav trim 0 {MAX_SECONDS} : newfile : restart`"
+                )
             out = np.empty(n, dtype=np.float32)
             pos = 0
             for block in f.blocks(blocksize=_BLOCK, dtype="float32", always_2d=True, frames=n):
@@ -46,7 +53,14 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
             f"{path}: not a readable audio file ({exc.error_string}); convert it to 16-bit WAV "
             "or FLAC, e.g. `sox in.xyz -b 16 out.wav`"
         ) from exc
-    return np.clip(out[:pos], -1.0, 1.0, out=out[:pos]), sr
+    out = out[:pos]
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out))
+        raise UserError(
+            f"{path}: {len(bad)} samples are NaN or infinite (the first at {bad[0] / sr:.3f} s); "
+            "the recording is corrupted: repair or re-record it"
+        )
+    return np.clip(out, -1.0, 1.0, out=out), sr
 
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int = 16000) -> np.ndarray:

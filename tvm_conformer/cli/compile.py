@@ -138,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
     devices = _targets(args.target)
     precisions = _split(args.precision, PRECISIONS, "precision")
     _passes(args)  # a bad list fails before any compile
+    if args.database:  # a torn or foreign database fails here in one line, not inside TVM
+        from tvm_conformer.compiler.database import check_database
+
+        if not Path(args.database).is_dir():
+            raise UserError(f"--database {args.database}: no such directory; pass a tuning log "
+                            "directory (tuning_logs/TARGET or a `tune --log-dir`)")
+        check_database(Path(args.database))
     builds = [(d, p) for d in devices for p in precisions]
     if len(builds) == 1:
         device, precision = builds[0]

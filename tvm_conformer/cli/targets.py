@@ -6,6 +6,8 @@ import argparse
 import json
 import shutil
 
+from tvm_conformer.errors import UserError
+
 HELP = "List the devices in targets/: family, TVM target, cross compiler (found or missing), RPC key."
 
 
@@ -21,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
 
     rows = [["name", "family", "tvm target", "cross compiler", "status", "peak GFLOP/s",
              "rpc key"]]
-    for t in list_targets():
+    problems: list[str] = []
+    for t in list_targets(errors=problems):
         tool = linker_tool(t)
         if tool is None:
             tool, status = "(system c++)", "found"
@@ -30,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append([t.name, t.family, json.dumps(t.tvm_target, separators=(",", ":")), tool,
                      status, f"{t.peak_gflops():.0f}", t.rpc_key or "-"])
     print(format_table(rows))
+    if problems:  # the good devices are listed; each bad file is one line, and the exit code says it
+        raise UserError("; ".join(problems))
     return 0

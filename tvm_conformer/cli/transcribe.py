@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from tvm_conformer.errors import UserError
 from tvm_conformer.paths import DEFAULT_CHECKPOINT, DEFAULT_RECORDING
 from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
 
@@ -45,9 +47,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         backend = make_backend(args.backend, args.model, args.artifact, args.threads, args.tokens)
     rec = make_recognizer(backend, args.decoding, args.model)
+    failed = 0
     for path in args.files:
-        samples, sr = load_audio(path)
-        tr = transcribe_samples(rec, samples, sr)
+        try:
+            samples, sr = load_audio(path)
+            tr = transcribe_samples(rec, samples, sr)
+        except UserError as exc:
+            if len(args.files) == 1:
+                raise
+            # one bad file among several: report it and go on; the exit code says it at the end
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({
                 "file": str(path), "text": tr.text, "audio_seconds": round(tr.audio_seconds, 3),
@@ -55,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
                 "chunk_ms_median": 1e3 * sorted(tr.step_seconds)[len(tr.step_seconds) // 2]
                 if tr.step_seconds else None,
                 "rtf_definition": "compute seconds (features + steps + decoding) / audio seconds",
-            }))
+            }), flush=True)
         else:
-            print(tr.text if len(args.files) == 1 else f"{path}\t{tr.text}")
+            print(tr.text if len(args.files) == 1 else f"{path}\t{tr.text}", flush=True)
+    if failed:
+        raise UserError(f"{failed} of {len(args.files)} files failed")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,18 @@ def save_weights(path: Path, weights: list[np.ndarray]) -> None:
 
 
 def load_weights(path: Path) -> list[np.ndarray]:
-    with np.load(path) as z:
-        return [z[k] for k in sorted(z.files)]
+    """The arrays of a weights file; never unpickles (object arrays are refused, one line)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            weights = [z[k] for k in sorted(z.files)]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path} is not a weights file of plain arrays ({str(exc).splitlines()[0]}); "
+                        "rebuild the artifact with `tvm-conformer compile`") from None
+    bad = next((w.dtype for w in weights if w.dtype.kind not in "biuf"), None)
+    if bad is not None:
+        raise UserError(f"{path} holds an array of dtype {bad}, not numbers; rebuild the artifact "
+                        "with `tvm-conformer compile`")
+    return weights
 
 
 # The manifest's schema: what the loaders read, and its type (a tuple: any of these)

@@ -90,13 +90,25 @@ def load_checkpoint(path: str | Path) -> tuple[ConformerASR, dict]:
         raise UserError(f"checkpoint {path} not found: pass --model PATH to an existing .pt file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = ModelConfig(**blob["config"])
+        config, state = blob["config"], blob["state_dict"]
+        if not isinstance(config, dict) or not isinstance(state, dict):
+            raise TypeError("config and state_dict must be dicts")
     except Exception as exc:  # any unreadable or foreign file
         raise UserError(
             f"{path} is not a tvm-conformer checkpoint ({type(exc).__name__}): "
             "use one written by `tvm-conformer train`"
         ) from None
+    try:
+        cfg = ModelConfig(**config)
+    except (TypeError, ValueError) as exc:  # an unknown field, or a value out of range
+        raise UserError(f"{path}: its model config is invalid ({exc}); use a checkpoint "
+                        "written by `tvm-conformer train`") from None
     model = ConformerASR(cfg)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: the weights do not match its config ({first[:160]}); the file is "
+                        "damaged or was edited: use one written by `tvm-conformer train`") from None
     model.eval()
     return model, blob.get("meta", {})

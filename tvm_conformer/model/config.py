@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 SUBSAMPLING_KINDS = ("dws", "vanilla")
+# the smallest value that builds a model and streams (num_left_chunks 0: the chunk alone)
+_AT_LEAST = {"n_mels": 1, "d_model": 1, "n_heads": 1, "n_layers": 1, "ffn_ratio": 1,
+             "vocab_size": 2, "decoder_layers": 0, "chunk_size": 1, "num_left_chunks": 0}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,19 @@ class ModelConfig:
     num_left_chunks: int = 4
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = type(f.default)  # every field has a default of its type
+            ok = isinstance(value, str) if kind is str else (
+                not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+                and math.isfinite(value))
+            if not ok:
+                raise ValueError(f"{f.name} must be a finite {kind.__name__}, not {value!r}")
+        for name, low in _AT_LEAST.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, not {getattr(self, name)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if self.subsampling not in SUBSAMPLING_KINDS:
             raise ValueError(f"subsampling must be one of {SUBSAMPLING_KINDS}, not {self.subsampling!r}")
         if self.d_model % self.n_heads:

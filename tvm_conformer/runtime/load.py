@@ -24,6 +24,8 @@ def make_backend(
     given together with a `model` must have been compiled from that checkpoint. `onnx`: ONNX
     Runtime on a model of the WeNet / sherpa-onnx contract (`model` a .onnx file, `tokens` its
     tokens.txt, default beside it), fed as sherpa-onnx feeds it."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"--threads takes a count >= 1, not {threads!r}; omit it for the backend's default")
     contract = model is not None and str(model).lower().endswith(".onnx")
     if backend == "onnx":
         if not contract:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -90,8 +91,12 @@ def _accepted(hint: Any) -> tuple[type, ...]:
 
 _TYPES = {name: _accepted(hint) for name, hint in typing.get_type_hints(DeviceTarget).items()
           if name in _FIELDS}
-_POSITIVE = ("threads", "clock_ghz", "simd_bits", "fma_units", "cores", "fp16_rate",
-             "mem_bandwidth_gbs", "max_work_group_size", "local_mem_bytes")
+# (lowest, highest) a device may have: a number outside is a typo, not hardware (and NaN or
+# infinity would turn every estimate into `RTF >= nan`); float lower bounds are exclusive
+_RANGES = {"threads": (1, 1024), "cores": (1, 4096), "fma_units": (1, 64),
+           "clock_ghz": (0.0, 10.0), "fp16_rate": (0.0, 64.0), "mem_bandwidth_gbs": (0.0, 1e5),
+           "max_work_group_size": (1, 1 << 16), "local_mem_bytes": (1, 1 << 30)}
+_SIMD_BITS = (32, 64, 128, 256, 512, 1024, 2048)
 
 
 def _check_type(path: Path, key: str, value: Any) -> None:
@@ -103,8 +108,15 @@ def _check_type(path: Path, key: str, value: Any) -> None:
                         f"({value!r})")
     if key == "cc_options" and not all(isinstance(o, str) for o in value):
         raise UserError(f"{path}: field 'cc_options' must be a list of strings")
-    if key in _POSITIVE and value <= 0:
-        raise UserError(f"{path}: field {key!r} must be positive, not {value!r}")
+    if key in _RANGES:
+        low, high = _RANGES[key]
+        inside = (low < value <= high) if isinstance(low, float) else (low <= value <= high)
+        if not (math.isfinite(value) and inside):
+            raise UserError(f"{path}: field {key!r} must be {'above' if isinstance(low, float) else 'at least'} "
+                            f"{low} and at most {high}, not {value!r}")
+    if key == "simd_bits" and value not in _SIMD_BITS:
+        raise UserError(f"{path}: field 'simd_bits' must be one of {', '.join(map(str, _SIMD_BITS))}, "
+                        f"not {value!r}")
 
 
 def _validate(raw: dict[str, Any], path: Path) -> DeviceTarget:
@@ -127,21 +139,39 @@ def _validate(raw: dict[str, Any], path: Path) -> DeviceTarget:
     return DeviceTarget(**raw, path=str(path))
 
 
-def load_target(name_or_path: str, targets_dir: Path = TARGETS_DIR) -> DeviceTarget:
+def load_target(name_or_path: str, targets_dir: Path | None = None) -> DeviceTarget:
     """A device by name (a file in `targets/`) or by path to a TOML file."""
+    targets_dir = TARGETS_DIR if targets_dir is None else targets_dir
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = targets_dir / f"{name_or_path}.toml"
     if not path.is_file():
-        known = ", ".join(t.name for t in list_targets(targets_dir)) if targets_dir.is_dir() else ""
-        raise UserError(f"unknown target {name_or_path!r}; known: {known} (or add targets/NAME.toml)")
+        problems: list[str] = []
+        known = ", ".join(t.name for t in list_targets(targets_dir, problems)) if targets_dir.is_dir() else ""
+        unreadable = f"; unreadable: {', '.join(Path(p.split(':')[0]).name for p in problems)}" if problems else ""
+        raise UserError(f"unknown target {name_or_path!r}; known: {known}{unreadable} "
+                        "(or add targets/NAME.toml)")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
     return _validate(raw, path)
 
 
-def list_targets(targets_dir: Path = TARGETS_DIR) -> list[DeviceTarget]:
-    """Every device in `targets_dir`, sorted by name."""
-    return [load_target(str(p)) for p in sorted(targets_dir.glob("*.toml"))]
+def list_targets(targets_dir: Path | None = None, errors: list[str] | None = None) -> list[DeviceTarget]:
+    """Every device in `targets_dir`, sorted by name. With `errors`, a file that does not load
+    is left out and its one-line message appended there; without, it raises UserError."""
+    targets_dir = TARGETS_DIR if targets_dir is None else targets_dir
+    found = []
+    for p in sorted(targets_dir.glob("*.toml")):
+        try:
+            found.append(load_target(str(p)))
+        except UserError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+    return found
