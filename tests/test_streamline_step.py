@@ -4,6 +4,7 @@ the same numbers, fewer kernels."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from tvm import relax
 from tvm.script import relax as R
@@ -106,7 +107,8 @@ def test_a_reshape_that_is_no_linear_is_left_alone():
     assert _ops(out).count("relax.reshape") == 3
 
 
-def test_the_step_has_fewer_kernels_and_the_same_numbers(tiny_checkpoint, tmp_path):
+@pytest.mark.slow  # two compiles
+def test_the_step_has_fewer_kernels_and_bit_identical_numbers(tiny_checkpoint, tmp_path):
     from tvm_conformer.compiler.compile import compile_artifact  # noqa: PLC0415
     from tvm_conformer.runtime.tvm_backend import TVMBackend  # noqa: PLC0415
 
@@ -129,4 +131,5 @@ def test_the_step_has_fewer_kernels_and_the_same_numbers(tiny_checkpoint, tmp_pa
     # per block: 2 SiLU, 3 residual adds, 2 takes and 2 of the 3 q/k/v matmuls are no kernels
     # of their own now; splitting the q/k/v matmul's output is one
     assert calls[True] == calls[False] - 8 * cfg.n_layers, calls
-    np.testing.assert_allclose(outs[True], outs[False], rtol=1e-5, atol=1e-5)
+    # bit-identical (docs/BENCHMARKS.md says so): the matmuls sum the same products in order
+    assert np.array_equal(outs[True], outs[False]), np.abs(outs[True] - outs[False]).max()

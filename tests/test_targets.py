@@ -216,7 +216,18 @@ HEX = """\
 
 
 def test_vector_counts_group_wrapper_and_body_of_each_kernel() -> None:
-    assert vector_counts(A64, NEON_A64) == {"fused_matmul_add": (2, 4), "reshape": (0, 1)}
+    # fmla v0.4s is NEON; `ldr q1` is not: scalar code moves 16 bytes through q registers too
+    assert vector_counts(A64, NEON_A64) == {"fused_matmul_add": (1, 4), "reshape": (0, 1)}
+
+
+def test_a_lone_q_register_is_not_neon_on_aarch64() -> None:
+    scalar = ("0000000000001000 <__tvm_ffi_copy>:\n"
+              "    1004: 00 00 00 00  \tldr\tq0, [x1]\n"
+              "    1008: 00 00 00 00  \tstr\tq0, [x2]\n"
+              "    100c: 00 00 00 00  \tldp\tq1, q2, [x1, #16]\n"
+              "    1010: 00 00 00 00  \tfmadd\ts0, s1, s2, s0\n")
+    assert vector_counts(scalar, NEON_A64) == {"copy": (0, 4)}
+    assert vector_counts(scalar.replace("ldr\tq0, [x1]", "ld1\t{ v0.4s }, [x1]"), NEON_A64) == {"copy": (1, 4)}
 
 
 def test_vector_counts_tell_neon_from_scalar_vfp_on_armv7() -> None:
@@ -225,6 +236,42 @@ def test_vector_counts_tell_neon_from_scalar_vfp_on_armv7() -> None:
 
 def test_vector_counts_find_hvx() -> None:
     assert vector_counts(HEX, HVX) == {"fused_matmul": (2, 3)}
+
+
+# --- the SIMD checks on real libraries: vector code passes, scalar code fails -------------------
+
+def _library(target: str, mattr: list[str] | None, out: Path) -> Path:
+    """The project's vectorized dense+bias kernel, compiled and linked for `target` with its
+    `mattr` replaced (None: the target's own)."""
+    import dataclasses
+
+    from tvm_conformer.compiler.link import export
+
+    device = load_target(target)
+    if mattr is not None:
+        device = dataclasses.replace(device, tvm_target=dict(device.tvm_target, mattr=mattr))
+    tvm_target = device.tvm()
+    sch = VectorizeInnermost(device.simd_bits).apply(_dense_bias()[0], tvm_target, False)
+    assert sch is not None and "T.vectorized" in sch.mod.script()
+    func = sch.mod["main"].with_attr("global_symbol", "fused_matmul_add")
+    export(tvm.compile(tvm.IRModule({"fused_matmul_add": func}), target=tvm_target), device, out)
+    return out
+
+
+@pytest.mark.slow  # two cross compiles
+@pytest.mark.parametrize("target, isa, scalar_mattr", [("rpi4", "NEON", ["-neon"]),
+                                                       ("hexagon-v68", "HVX", [])])
+def test_simd_check_fails_on_a_scalar_library_and_passes_on_a_vector_one(
+        tmp_path: Path, target: str, isa: str, scalar_mattr: list[str]) -> None:
+    from tvm_conformer.verify.checks import _A64_DISASM, _HVX_DISASM, check_simd
+
+    pattern, flags = (NEON_A64, _A64_DISASM) if isa == "NEON" else (HVX, _HVX_DISASM)
+    macs = {"fused_matmul_add": 16 * 40 * 48}
+    vector = check_simd(_library(target, None, tmp_path / "vector.so"), isa, pattern, flags, macs)
+    scalar = check_simd(_library(target, scalar_mattr, tmp_path / "scalar.so"), isa, pattern,
+                        flags, macs)
+    assert vector.ok is True, vector.detail
+    assert scalar.ok is False and "scalar: fused_matmul_add (100.0%)" in scalar.detail, scalar.detail
 
 
 # --- cross-compiled artifacts and their checks --------------------------------------------------

@@ -69,29 +69,35 @@ def test_thresholds_follow_compute_dtype() -> None:
     assert safe_window("float32", 144)[1] > 80
 
 
-def _softmax_module(n: int, rewrite: bool) -> tvm.IRModule:
+def _softmax_module(n: int, form: str) -> tvm.IRModule:
+    """`rewritten`: R.nn.softmax through RescaleSoftmax; `standard`: R.nn.softmax as TVM
+    legalizes it (topi: the row max subtracted from every row, the usual stable softmax);
+    `plain`: exp(x) / sum(exp(x)), no shift."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((ROWS, n), "float16"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            if rewrite:
-                y = bb.emit_output(relax.op.nn.softmax(x, -1))
-            else:  # the plain form: exp(x) / sum(exp(x)), no shift
+            if form == "plain":
                 e = bb.emit(relax.op.exp(x))
                 y = bb.emit_output(relax.op.divide(e, relax.op.sum(e, -1, keepdims=True)))
+            else:
+                y = bb.emit_output(relax.op.nn.softmax(x, -1))
         bb.emit_func_output(y)
     mod = bb.get()
-    return RescaleSoftmax()(mod) if rewrite else mod
+    if form == "rewritten":
+        mod = RescaleSoftmax()(mod)
+        assert "relax.nn.softmax" not in mod.script()
+    return mod
 
 
 @functools.cache
-def _vm(n: int, rewrite: bool) -> relax.VirtualMachine:
-    ex = tvm.compile(_softmax_module(n, rewrite), target=tvm.target.Target({"kind": "llvm"}))
+def _vm(n: int, form: str) -> relax.VirtualMachine:
+    ex = tvm.compile(_softmax_module(n, form), target=tvm.target.Target({"kind": "llvm"}))
     return relax.VirtualMachine(ex, tvm.cpu())
 
 
-def _run(n: int, rewrite: bool, x: np.ndarray) -> np.ndarray:
-    return _vm(n, rewrite)["main"](tvm.runtime.tensor(x.astype(np.float16))).numpy()
+def _run(n: int, form: str, x: np.ndarray) -> np.ndarray:
+    return _vm(n, form)["main"](tvm.runtime.tensor(x.astype(np.float16))).numpy()
 
 
 def _reference(x: np.ndarray) -> np.ndarray:
@@ -123,22 +129,28 @@ def test_rewritten_fp16_softmax_is_finite_and_close(n: int, kind: str) -> None:
     for seed in range(3):
         x = _inputs(kind, n, np.random.default_rng([n, seed]))
         ref = _reference(x)
-        out = _run(n, True, x).astype(np.float64)
+        out = _run(n, "rewritten", x).astype(np.float64)
         assert np.isfinite(out).all()
         np.testing.assert_array_less(np.abs(out - ref), ATOL + RTOL * ref)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [144, 256])
-@pytest.mark.parametrize("kind", ["large", "masked"])
-def test_plain_fp16_softmax_overflows(n: int, kind: str) -> None:
-    out = _run(n, False, _inputs(kind, n, np.random.default_rng(n)))
-    assert not np.isfinite(out).all(axis=-1).any()  # every row is lost
-
-
+@pytest.mark.parametrize("kind", ["normal", "large", "huge", "masked"])
+def test_rewritten_fp16_softmax_is_as_accurate_as_the_max_subtracted_softmax(n: int, kind: str) -> None:
+    """The baseline is the standard stable softmax (TVM's own, max subtracted on every row),
+    not the unshifted form: the rewrite subtracts the max only where it must, and must lose
+    nothing against it (measured: the same largest error on every kind, 2e-14 to 2.8e-3)."""
+    for seed in range(3):
+        x = _inputs(kind, n, np.random.default_rng([n, seed]))
+        ref = _reference(x)
+        standard = _run(n, "standard", x).astype(np.float64)
+        rewritten = _run(n, "rewritten", x).astype(np.float64)
+        assert np.isfinite(standard).all() and np.isfinite(rewritten).all()
+        assert np.abs(rewritten - ref).max() <= np.abs(standard - ref).max() * (1 + 1e-3) + 1e-6
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [144, 256])
 def test_unshifted_rows_match_the_plain_form(n: int) -> None:
     x = np.random.default_rng(n).standard_normal((ROWS, n)) * 0.5
     assert x.max() < safe_window("float16", n)[1]
-    np.testing.assert_array_equal(_run(n, True, x), _run(n, False, x))
+    np.testing.assert_array_equal(_run(n, "rewritten", x), _run(n, "plain", x))

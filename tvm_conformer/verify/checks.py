@@ -16,7 +16,9 @@ from tvm_conformer.compiler.link import OPENCL_SOURCE, require_tool
 from tvm_conformer.errors import UserError
 
 # A vector instruction, per ISA, in `llvm-objdump -d` text (mnemonic and operands)
-NEON_A64 = re.compile(r"\bv\d+\.(16b|8b|8h|4h|4s|2s|2d)\b|\bq\d+\b")  # fmla v0.4s, ldr q1
+# AArch64: a vector arrangement (fmla v0.4s, ld1 {v1.8h}); a lone q register is not NEON
+# (`ldr q0`/`ldp q1, q2` move 16 bytes in scalar code, memcpy among it, even with -neon)
+NEON_A64 = re.compile(r"\bv\d+\.(16b|8b|8h|4h|4s|2s|2d|1d|1q)\b")
 NEON_A32 = re.compile(r"\bq\d+\b|^\s*v(ld|st)\d|^\s*v\w+\.[fiu](8|16|32)\s+d\d+")  # not VFP s-regs
 HVX = re.compile(r"\bv\d+(:\d+)?\b|\bvmem\(")  # v0.qf32 = vmpy(v1.sf,v2.sf); vmem(r0+#0)
 _HVX_DISASM = ["--mcpu=hexagonv68", "--mattr=+hvxv68,+hvx-length128b"]  # else HVX is <unknown>
