@@ -41,6 +41,7 @@ def host_artifacts(tiny_checkpoint: Path, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 @pytest.mark.parametrize("frontend", ["torch", "onnx"])
 def test_artifact_step_matches_pytorch(host_artifacts, tiny_checkpoint, frontend):
     model, _ = load_checkpoint(tiny_checkpoint)
@@ -58,6 +59,7 @@ def test_artifact_step_matches_pytorch(host_artifacts, tiny_checkpoint, frontend
     np.testing.assert_allclose(new_cnn.numpy(), ref[2].numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_manifest_records_what_was_built(host_artifacts, tiny_checkpoint):
     manifest = json.loads((host_artifacts["torch"] / MANIFEST).read_text())
     model, _ = load_checkpoint(tiny_checkpoint)
@@ -71,21 +73,32 @@ def test_manifest_records_what_was_built(host_artifacts, tiny_checkpoint):
     assert manifest["tvm_version"] == tvm.__version__
 
 
-def test_fresh_process_loads_and_runs_the_artifact(host_artifacts, tiny_checkpoint):
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
+def test_fresh_process_loads_and_runs_the_artifact(host_artifacts, tiny_checkpoint, tmp_path):
+    """A new process (nothing of this one's TVM state) loads the artifact and computes what
+    PyTorch computes for the step, caches included."""
+    model, _ = load_checkpoint(tiny_checkpoint)
+    inputs = _random_step_inputs(model.cfg, seed=3)
+    np.savez(tmp_path / "in.npz", *inputs)
     code = (
-        "import sys, numpy as np\n"
+        "import sys, numpy as np, tvm\n"
         "from tvm_conformer.runtime.tvm_backend import TVMBackend\n"
-        "b = TVMBackend.load(sys.argv[1]); c = b.config\n"
-        "f = np.zeros((1, c.chunk_input_frames, c.n_mels), np.float32)\n"
-        "m = np.ones((1, c.left_frames + c.chunk_size), np.float32)\n"
-        "lp, _ = b.step(b.initial_state(), f, m)\n"
-        "print(float(np.exp(lp).sum(-1).mean()))\n"
+        "b = TVMBackend.load(sys.argv[1])\n"
+        "with np.load(sys.argv[2]) as z: f, att, cnn, m = (z[f'arr_{i}'] for i in range(4))\n"
+        "lp, (att, cnn) = b.step((tvm.runtime.tensor(att), tvm.runtime.tensor(cnn)), f, m)\n"
+        "np.savez(sys.argv[3], lp, att.numpy(), cnn.numpy())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(host_artifacts["torch"])],
-                         capture_output=True, text=True, check=True)
-    assert float(out.stdout) == pytest.approx(1.0, abs=1e-4)  # log-probs of a distribution
+    subprocess.run([sys.executable, "-c", code, str(host_artifacts["torch"]), str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npz")], capture_output=True, text=True, check=True)
+    with torch.no_grad():
+        ref = model.forward_chunk(*(torch.from_numpy(a) for a in inputs))
+    with np.load(tmp_path / "out.npz") as z:
+        got = [z[f"arr_{i}"] for i in range(3)]
+    for g, r in zip(got, (ref[0][0], ref[1], ref[2]), strict=True):
+        np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_tampered_library_is_refused(host_artifacts, tmp_path):
     art = tmp_path / "art"
     shutil.copytree(host_artifacts["torch"], art)
@@ -96,6 +109,7 @@ def test_tampered_library_is_refused(host_artifacts, tmp_path):
         TVMBackend.load(art)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_artifact_for_another_architecture_is_refused(host_artifacts, tmp_path):
     art = tmp_path / "art"
     shutil.copytree(host_artifacts["torch"], art)
@@ -107,6 +121,7 @@ def test_artifact_for_another_architecture_is_refused(host_artifacts, tmp_path):
         TVMBackend.load(art)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_artifact_of_another_model_is_refused(host_artifacts, tmp_path):
     other = tmp_path / "other.pt"
     other.write_bytes(b"not the same checkpoint")
@@ -119,20 +134,35 @@ def test_not_an_artifact(tmp_path):
         TVMBackend.load(tmp_path)
 
 
+@pytest.mark.slow  # four compiles of the step
 @pytest.mark.parametrize("frontend", ["torch", "onnx"])
 def test_bound_and_separate_weights_compute_the_same(tiny_checkpoint, frontend):
+    """Through the project's pipeline (as `compile` runs it: weight transforms lifted and run
+    once), weights bound as constants (what fp16 builds do) and weights passed to `main` (fp32
+    builds) give PyTorch's numbers."""
     import tvm
     from tvm import relax
 
+    from tvm_conformer.compiler.compile import run_weight_transform
+    from tvm_conformer.compiler.pipeline import PipelineOptions, tvm_conformer_pipeline
     from tvm_conformer.frontend import import_step
 
     model, _ = load_checkpoint(tiny_checkpoint)
     inputs = _random_step_inputs(model.cfg, seed=1)
+    target = tvm.target.Target({"kind": "llvm"})
     outs = []
     for bind in (False, True):
         mod, weights = import_step(model, frontend, bind=bind)
         assert (len(weights) == 0) == bind
-        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        lifted: list = []
+        pipeline = tvm_conformer_pipeline(PipelineOptions().with_default_threads(1),
+                                          lift_weights=lifted.append)
+        with target:
+            ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+        assert bool(lifted) == (not bind)  # separate weights: their transposes were lifted
+        if lifted:
+            weights = run_weight_transform(lifted[0], weights)
+        vm = relax.VirtualMachine(ex, tvm.cpu())
         res = vm["main"](*(tvm.runtime.tensor(a) for a in inputs), *(tvm.runtime.tensor(w) for w in weights))
         outs.append([r.numpy() for r in res])
     with torch.no_grad():
@@ -142,6 +172,7 @@ def test_bound_and_separate_weights_compute_the_same(tiny_checkpoint, frontend):
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path):
     """The pipeline runs what depends on weights alone (the linears' weight transposes) once at
     compile time: the artifact's `main` takes transformed weights and transposes nothing that
@@ -191,6 +222,7 @@ def test_weight_transforms_are_lifted_out_of_the_step(tiny_checkpoint, tmp_path)
     np.testing.assert_allclose(lp, plain[0].numpy()[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_cached_host_build_is_rebuilt_when_the_compiler_changes(tiny_checkpoint, tmp_path, monkeypatch):
     """`transcribe --backend tvm` compiles on first use and reuses the build, unless the
     compiler's code (import, passes, pipeline, rules) changed since: then it is a new build."""
@@ -245,6 +277,7 @@ print(json.dumps({"steady": steady, "control": count() - before}))
 """
 
 
+@pytest.mark.slow  # compiles artifacts (host_artifacts: two per module)
 def test_steady_state_steps_allocate_no_device_memory(host_artifacts, tmp_path):
     src = tmp_path / "count.c"
     src.write_text(_ALLOC_COUNTER)

@@ -87,6 +87,7 @@ def _layer_norm_sq_dev_sum(model: ConformerASR, chunks: list[tuple[np.ndarray, n
     return max(seen)
 
 
+@pytest.mark.slow  # compiles artifacts
 @pytest.mark.parametrize("numerics", [True, False])
 def test_fp16_build_matches_pytorch_fp32_on_normal_inputs(builds, model, numerics: bool) -> None:
     chunks = _chunks(model, shift=0.0)
@@ -96,6 +97,7 @@ def test_fp16_build_matches_pytorch_fp32_on_normal_inputs(builds, model, numeric
         np.testing.assert_allclose(out, ref, atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.slow  # compiles artifacts
 def test_large_input_breaks_plain_fp16_layer_norm_and_not_the_numerics_build(builds, model) -> None:
     chunks = _chunks(model, shift=SHIFT)
     assert _layer_norm_sq_dev_sum(model, chunks) > FP16_MAX  # the plain variance sum overflows
@@ -117,6 +119,7 @@ def _functions(script: str) -> dict[str, str]:
     return {p.split("(", 1)[0]: p for p in parts[1:]}
 
 
+@pytest.mark.slow  # compiles artifacts
 @pytest.mark.parametrize("numerics", [True, False])
 def test_fp16_graph_and_kernels_compute_in_fp16(builds, numerics: bool) -> None:
     ir = builds[numerics] / "ir"

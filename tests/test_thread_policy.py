@@ -126,6 +126,7 @@ def test_the_pool_really_gets_the_threads_asked():
     assert "TVM_NUM_THREADS=2" in capped[0] and capped[-1] == "1"  # one line naming the fix
 
 
+@pytest.mark.slow  # compiles artifacts
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_an_artifact_runs_its_threads_on_no_more_cpus_than_it_has(tiny_checkpoint, tmp_path):
     compile_artifact(tmp_path, "host", tiny_checkpoint, quiet=True, use_default_database=False,
