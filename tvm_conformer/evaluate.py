@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tvm_conformer.audio.wav import load_audio
+from tvm_conformer.errors import UserError
 from tvm_conformer.runtime.backend import StepBackend
 from tvm_conformer.runtime.load import make_recognizer
 from tvm_conformer.runtime.recognizer import transcribe_samples
@@ -17,6 +18,9 @@ from tvm_conformer.runtime.recognizer import transcribe_samples
 
 def read_manifest(data_dir: str | Path, split: str, limit: int | None = None) -> list[dict]:
     path = Path(data_dir) / split / "manifest.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path} not found: pass --data/--split of a dataset built by "
+                        "`tvm-conformer make-data`")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows[:limit] if limit else rows
 

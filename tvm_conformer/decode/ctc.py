@@ -61,6 +61,9 @@ def ctc_prefix_beam_search(
                     same[1] = _logaddexp(same[1], pnb + p)
                 else:
                     ext[1] = _logaddexp(ext[1], total + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam]
+        # a repeat after a non-blank-only prefix creates an extension of probability 0: drop it,
+        # or a wide beam returns impossible labels (and rescoring with ctc_weight 0 may pick one)
+        live = [kv for kv in nxt.items() if _logaddexp(*kv[1]) > -math.inf]
+        ranked = sorted(live, key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
     return [(list(k), _logaddexp(*v)) for k, v in beams.items()]
