@@ -79,14 +79,14 @@ def _board_session() -> Iterator[EmulatedBoard]:
 
 @pytest.fixture(scope="session")
 def board_artifact(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model compiled for the board's core (BOARD_TARGET) and cross-linked, without the
-    project's schedules: tests that use it check deployment, not the schedules (on aarch64,
-    schedules/cpu.py's DepthwiseConv currently miscomputes the subsampling conv2d)."""
+    """The tiny model compiled for the board's core (BOARD_TARGET) and cross-linked as `compile`
+    builds it, the project's schedule rules included (no tuning database: it is the host's), so
+    the board tests check the rules' code on aarch64 against PyTorch too."""
     require_tool(CROSS_CXX, "g++-aarch64-linux-gnu")
     from tvm_conformer.compiler.compile import compile_artifact
     from tvm_conformer.compiler.pipeline import PipelineOptions
 
     out = tmp_path_factory.mktemp("board-artifact")
-    compile_artifact(out, BOARD_TARGET, tiny_checkpoint, opts=PipelineOptions(schedules=False),
-                     quiet=True)
+    compile_artifact(out, BOARD_TARGET, tiny_checkpoint, opts=PipelineOptions(family="cpu"),
+                     quiet=True, use_default_database=False)
     return out

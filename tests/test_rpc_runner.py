@@ -142,8 +142,9 @@ def test_bench_fails_loudly_when_the_device_disagrees_with_the_host(
 
 @pytest.mark.board
 @pytest.mark.slow
-# schedules/cpu.py's DepthwiseConv miscomputed the subsampling conv2d on aarch64 (off by ~1.2
-# under qemu); it is now limited to x86, and this test guards the default aarch64 build.
+# schedules/cpu.py's DepthwiseConv once miscomputed the subsampling conv2d on aarch64 (off by
+# ~1.2 under qemu; its epilogue was fixed in f47182c and it runs on aarch64 again): this test
+# guards the default aarch64 build (rules on, as `compile` builds it)
 def test_default_aarch64_build_matches_pytorch(
     emulated_board: "EmulatedBoard", tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
