@@ -98,6 +98,7 @@ def test_forged_wav_data_size_reads_only_what_is_there(tmp_path: Path) -> None:
     assert len(samples) == len(x)
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine (make test-fast: --durations)
 def test_one_bad_file_among_several_is_reported_and_the_rest_transcribed(capsys, tmp_path: Path) -> None:
     x, sr = sf.read(DEFAULT_RECORDING, dtype="float32")
     good = tmp_path / "good.wav"

@@ -81,6 +81,7 @@ def test_kernel_profile_sees_every_call_of_the_vm_bytecode(tiny_checkpoint: Path
     assert log_softmax.bytes == 2 * cfg.chunk_size * cfg.vocab_size * 4  # fp32 in and out
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine (make test-fast: --durations)
 def test_profile_cli_prints_components(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", "--config", "conformer-m", "--mode", "step", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -135,6 +135,7 @@ def _permutes(mod: tvm.IRModule) -> tuple[int, int]:
     return len(calls), sum(1 for c in calls if c.args[0] in weights)
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine (make test-fast: --durations)
 def test_imported_step_keeps_transposes_only_at_the_graph_boundary(tiny_checkpoint: Path) -> None:
     model, _ = load_checkpoint(tiny_checkpoint)
     mod, _ = import_step(model, "torch")

@@ -104,6 +104,7 @@ def _groups(mod: tvm.IRModule) -> Counter:
     return counts
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine (make test-fast: --durations)
 def test_every_block_of_the_step_is_grouped(tiny_checkpoint: Path) -> None:
     model, _ = load_checkpoint(tiny_checkpoint)
     cfg = model.cfg
