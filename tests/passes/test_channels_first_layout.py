@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import tvm
 from tvm import relax
 from tvm.script import ir as I

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import tvm
 from tvm import relax
 from tvm.script import ir as I
