@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
