@@ -7,7 +7,8 @@ subsampling's 3x3 stride-2 depthwise conv2d and its single-channel first conv, t
 module's depthwise conv1d): output channels in parallel, the kernel window unrolled, the output
 row (time or frequency) in vector registers.
 `Matmul`: every other sum of products (dense layers, attention's batched matmuls, 1x1 convs):
-a tile of rows x vector lanes accumulated in registers, the reduction innermost but one; column
+a tile of rows x two vector registers of columns (as many rows as the register file holds beside
+them: compiler/matmul_tile.py) accumulated in registers, the reduction innermost but one; column
 tiles outermost and in parallel (each weight slice read once from memory), row tiles for 1x1
 convs.
 `VectorizeInnermost` (tvm_conformer.compiler.vectorize): elementwise kernels and the rest.
@@ -25,9 +26,10 @@ from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
 from tvm_conformer.compiler.blocks import operands, reads_one_channel
+from tvm_conformer.compiler.matmul_tile import column_tile, max_tile_rows
 from tvm_conformer.compiler.vectorize import VectorizeInnermost, index_stride
 
-MAX_ROW_TILE = 8  # rows x one vector of accumulators stay within the 16/32 vector registers
+MAX_ROW_TILE = 8  # at most; fewer where the accumulators would not fit the registers (matmul_tile.py)
 
 
 def vector_lanes(target: Target, bits: int = 32) -> int:
@@ -183,9 +185,12 @@ class Matmul(ScheduleRule):
         loops = sch.get_loops(main.block_rv)
         reduce = sch.fuse(*loops[spatial:]) if len(kinds) - spatial > 1 else loops[spatial]
         col = sch.fuse(*loops[first_col:spatial]) if first_col < spatial - 1 else loops[first_col]
-        col_outer, col_inner = _split(sch, col, _vector_tile(cols, lanes))
+        tile = column_tile(target)  # two registers wide where it divides the columns
+        tile = tile if cols % tile == 0 else _vector_tile(cols, lanes)
+        col_outer, col_inner = _split(sch, col, tile)
         rows = extents[first_col - 1]
-        row_outer, row_inner = _split(sch, loops[first_col - 1], _largest_divisor(rows, MAX_ROW_TILE))
+        row_tile = _largest_divisor(rows, min(MAX_ROW_TILE, max_tile_rows(target, tile)))
+        row_outer, row_inner = _split(sch, loops[first_col - 1], row_tile)
         batch = loops[: first_col - 1]
         if first_col == spatial - 1:
             # column tiles outermost: a tile's (reduction x vector) slice of the weight is read

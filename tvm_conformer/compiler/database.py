@@ -29,6 +29,10 @@ MANIFEST = "manifest.json"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 # Pipeline options that change the kernels (and so the workloads); the others do not.
+# `pack_weights` is not among them: it replaces the matmul kernels by others (workloads of their
+# own, a weight operand of another shape) and changes no other kernel, and records are looked
+# up by the workload's structural hash, so a database tuned either way applies correctly to a
+# build made the other way: its matmul records just find no kernel (the rules schedule those).
 KERNEL_OPTIONS = ("family", "passes", "precision", "numerics", "fast_exp",
                   "streamline", "parallel_min_flops")
 

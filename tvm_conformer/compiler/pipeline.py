@@ -38,6 +38,9 @@ class PipelineOptions:
     # linears on (B, T, d) without reshapes, take as a slice, q/k/v as one matmul
     # (passes/streamline_step.py): epilogues fuse into the matmuls
     streamline: bool = True
+    # weights of the matmuls packed at compile time into panels of the rules' column tile,
+    # contiguous down K (passes/pack_weights.py): a tile reads one contiguous panel
+    pack_weights: bool = True
     # thread policy of the rules (build/schedule_rules.py): threads=1 compiles every kernel
     # serial (no thread pool at run time); otherwise kernels of fewer flops than
     # parallel_min_flops run on one thread (0: where the rule parallelized)
@@ -70,6 +73,15 @@ def _streamline_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
     from tvm_conformer.passes.streamline_step import StreamlineStep
 
     return [StreamlineStep()]
+
+
+def _pack_passes(opts: PipelineOptions, target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    if not opts.pack_weights:
+        return []
+    from tvm_conformer.compiler.schedule_rules import weight_panel_lanes
+    from tvm_conformer.passes.pack_weights import PackMatmulWeights
+
+    return [PackMatmulWeights(weight_panel_lanes(opts.family, target))]
 
 
 def _precision_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
@@ -178,6 +190,7 @@ def tvm_conformer_pipeline(
                 *_graph_passes(opts),
                 *_streamline_passes(opts),
                 *_precision_passes(opts),
+                *_pack_passes(opts, target),
                 relax.transform.FoldConstant(),
                 *_lift_weights(lift_weights),
                 dump("graph"),

@@ -19,7 +19,21 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from tvm_conformer.compiler.matmul_tile import column_tile, fp32_lanes
 from tvm_conformer.paths import SCHEDULES_DIR
+
+
+def weight_panel_lanes(family: str, target: Target) -> int:
+    """Columns of the weight panels `PackMatmulWeights` lays out for the family's matmul schedule
+    (0: no packing). CPUs: the column tile of schedules/cpu.py `Matmul` (two vector registers:
+    16 fp32 with AVX2, 8 on NEON, 32 with AVX-512); Hexagon: one HVX register (32 fp32), as
+    schedules/hexagon.py vectorizes; Mali: none (its GPU matmul rule stages tiles through
+    shared memory, where the layout in global memory matters little)."""
+    if family == "mali" or target is None or target.kind.name != "llvm":
+        return 0
+    if family == "hexagon":
+        return fp32_lanes(target)
+    return column_tile(target)
 
 
 def project_rules(family: str) -> list:
