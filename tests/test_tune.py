@@ -268,3 +268,27 @@ def test_report_measures_the_untuned_kernel_and_finds_its_records(shipped_checkp
     assert variants["schedules"]["main"].attrs["tirx.is_scheduled"]
     assert not task.mod["main"].attrs.get("tirx.is_scheduled")
     assert variants["tuned"] is not None
+
+
+def test_a_models_own_database_comes_first_and_new_models_get_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tvm_conformer.tune.tuner import default_log_dir
+
+    monkeypatch.setattr(tdb, "TUNING_LOGS_DIR", tmp_path)
+    assert default_log_dir("host", "xyz") == tmp_path / "host"  # nothing tuned yet: the shared one
+    shared = _manifest(tmp_path, "abc")
+    assert default_log_dir("host", "abc") == shared
+    own = tdb.model_log_dir("host", "xyz")
+    assert default_log_dir("host", "xyz") == own  # another model: never into the shipped one
+    _manifest(tmp_path / "m", "xyz").rename(own)
+    assert tdb.default_database("host", "xyz", PipelineOptions()) == str(own)
+    assert tdb.default_database("host", "abc", PipelineOptions()) == str(shared)
+
+
+def test_a_budget_tunes_the_kernels_with_most_flops_first(tiny_tasks: list) -> None:
+    from tvm_conformer.compiler.schedule_rules import kernel_flops
+    from tvm_conformer.tune.tuner import hottest_first
+
+    work = [t.weight * kernel_flops(t.mod["main"]) for t in hottest_first(tiny_tasks)]
+    assert work == sorted(work, reverse=True) and work[0] > work[-1]
+    assert {t.name for t in hottest_first(tiny_tasks)} == {t.name for t in tiny_tasks}

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-streamline", action="store_true",
                    help="keep the imported graph's reshapes around linears, `take` and separate "
                         "q/k/v matmuls (passes/streamline_step.py; for comparisons)")
+    p.add_argument("--no-pack-weights", action="store_true",
+                   help="keep the matmuls' weights row-major instead of packed into panels of the "
+                        "kernels' column tile (passes/pack_weights.py; for comparisons)")
     p.add_argument("--database", help="MetaSchedule work dir with database_*.json to apply")
     p.add_argument("--no-schedules", action="store_true",
                    help="leave kernels without a database record unscheduled (no dlight or "
@@ -101,7 +104,8 @@ def _build(args: argparse.Namespace, device, precision: str, out: Path) -> tuple
         threading["parallel_min_flops"] = args.parallel_min_flops
     opts = PipelineOptions(family=device.family, passes=_passes(args), precision=precision,
                            database=args.database, schedules=not args.no_schedules,
-                           streamline=not args.no_streamline, **threading)
+                           streamline=not args.no_streamline,
+                           pack_weights=not args.no_pack_weights, **threading)
     manifest = compile_artifact(out, device, args.model, args.frontend, opts, args.dump_ir,
                                 tokens=args.tokens)
     kernels = manifest["kernels"]

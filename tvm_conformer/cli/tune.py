@@ -20,7 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: depthwise)")
     p.add_argument("--trials", type=int, default=64,
                    help="measured candidates per kernel (default: 64)")
-    p.add_argument("--log-dir", help="database directory (default: tuning_logs/TARGET)")
+    p.add_argument("--log-dir", help="database directory (default: tuning_logs/TARGET, or "
+                                     "tuning_logs/TARGET-<config hash> for another model, "
+                                     "which `compile --model` applies)")
+    p.add_argument("--minutes", type=float,
+                   help="time budget: the kernels with the most flops per step first, no new "
+                        "kernel once it is spent")
     p.add_argument("--resume", action="store_true",
                    help="continue the database: skip kernels that have their trials")
     p.add_argument("--trials-per-round", type=int, default=32,
@@ -57,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     key = args.rpc_key or (None if target_runs_here(device) else device.rpc_key)
     rpc = RPCDevice(*parse_tracker(args.tracker), key, args.rpc_workers) if key else None
     manifest = tune(device, args.model, args.tasks, args.trials, args.log_dir, rpc, args.resume,
-                    args.threads, seed=args.seed, trials_per_round=args.trials_per_round)
+                    args.threads, seed=args.seed, trials_per_round=args.trials_per_round,
+                    minutes=args.minutes)
     session = manifest["sessions"][-1]
     print(f"tuned {session['trials']} candidates in {session['wall_seconds'] / 60:.1f} min; "
           f"database {manifest['trials']} records over {len(manifest['tasks'])} kernels "
-          f"({args.log_dir or 'tuning_logs/' + args.target})", file=sys.stderr)
+          f"({args.log_dir or 'tuning_logs/ (the default for this model)'})", file=sys.stderr)
     return 0

@@ -46,6 +46,12 @@ def log_dir_for(target: str, logs_dir: Path | None = None) -> Path:
     return (logs_dir or TUNING_LOGS_DIR) / target
 
 
+def model_log_dir(target: str, model_cfg_hash: str, logs_dir: Path | None = None) -> Path:
+    """`tuning_logs/<target>-<model config hash>`: where `tune --model M` keeps the database of
+    a model other than the one `tuning_logs/<target>` was tuned for."""
+    return (logs_dir or TUNING_LOGS_DIR) / f"{target}-{model_cfg_hash}"
+
+
 def kernel_options(opts: Any) -> dict[str, Any]:  # noqa: ANN401 - PipelineOptions
     """The pipeline options a database depends on, as the manifest records them."""
     d = opts.to_dict()
@@ -241,13 +247,16 @@ def default_database(
     opts: Any,  # noqa: ANN401 - PipelineOptions
     logs_dir: Path | None = None,
 ) -> str | None:
-    """`tuning_logs/<target>` if its manifest matches this model and pipeline, else None.
+    """`tuning_logs/<target>-<model config hash>` (what `tune --model M` wrote for this model),
+    else `tuning_logs/<target>`, if its manifest matches this model and pipeline, else None.
 
     A mismatch warns (DatabaseMismatchWarning) and builds without it; a corrupted manifest
     or database raises UserError, so no build silently ignores or misreads it.
     """
     name = target if isinstance(target, str) else target.name
-    log_dir = log_dir_for(name, logs_dir)
+    log_dir = model_log_dir(name, model_cfg_hash, logs_dir)  # this model's own, if tuned
+    if read_manifest(log_dir) is None:
+        log_dir = log_dir_for(name, logs_dir)
     manifest = read_manifest(log_dir)
     if manifest is None:
         return None

@@ -1,9 +1,10 @@
 """The one Relax pipeline of tvm-conformer, registered as `tvm_conformer`, read top to bottom.
 
 Phase 1 rewrites the high-level graph (the project's graph passes asked for, then
-`streamline_step` so that linears keep their epilogues, then precision) and, when asked, lifts what
-depends on the weights alone (transposes and reshapes of weights) out of `main` into a function
-run once at compile time; phase 2 lowers operators to TIR (fp32 sigmoid and softmax through a
+`streamline_step` so that linears keep their epilogues, then precision, then `pack_weights`: the
+matmuls' weights laid out in panels of the kernels' column tile) and, when asked, lifts what
+depends on the weights alone (transposes, reshapes and packing of weights) out of `main` into a
+function run once at compile time; phase 2 lowers operators to TIR (fp32 sigmoid and softmax through a
 vectorizable exp) and fuses them; phase 3 schedules every kernel (a tuning database first, then
 the target family's rules, which parallelize only kernels big enough to pay for the thread
 pool); phase 4 lowers the graph to the VM. `dump_dir` writes the module after each.

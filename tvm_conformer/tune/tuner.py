@@ -173,6 +173,30 @@ def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task],
     return out
 
 
+def transfer_records(src_dir: Path, db: ms.database.JSONDatabase, tasks: list[Task],
+                     device_identity_: str, manifest: dict) -> int:
+    """Copies into `db` the records of `src_dir`'s database (another model's, same target)
+    whose kernel is one of `tasks`: kernels are identified by their structure (shapes included),
+    so a record applies wherever a kernel is the same. Only when `src_dir` was tuned on this
+    device, with these kernel options and this TVM; returns the records copied."""
+    src_manifest = tdb.read_manifest(src_dir)
+    if (src_manifest is None or src_manifest.get("device") != device_identity_
+            or src_manifest["pipeline"] != manifest["pipeline"]
+            or src_manifest["tvm_version"] != manifest["tvm_version"]):
+        return 0
+    src = ms.database.JSONDatabase(work_dir=str(src_dir))
+    copied = 0
+    for task in tasks:
+        if not src.has_workload(task.mod) or (db.has_workload(task.mod) and records_per_task(db, [task])[task.name]):
+            continue
+        wl = db.commit_workload(task.mod)
+        for rec in src.get_top_k(src.commit_workload(task.mod), 8):
+            db.commit_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
+                                                      rec.args_info))
+            copied += 1
+    return copied
+
+
 @contextlib.contextmanager
 def _measuring_threads(threads: int) -> Iterator[None]:
     """TVM_NUM_THREADS for the runner's worker processes (they read it when they start)."""
@@ -276,6 +300,24 @@ def busy_machine_warning(rpc: RPCDevice | None, load: float | None = None,
     return round(load, 2)
 
 
+def default_log_dir(target: str, model_cfg_hash: str) -> Path:
+    """`tuning_logs/<target>` when it is empty or was tuned for this model config, else this
+    model's own `tuning_logs/<target>-<config hash>` (which `compile` looks up first)."""
+    shared = tdb.log_dir_for(target)
+    manifest = tdb.read_manifest(shared)
+    if manifest is None or manifest["model"]["config_hash"] == model_cfg_hash:
+        return shared
+    return tdb.model_log_dir(target, model_cfg_hash)
+
+
+def hottest_first(tasks: list[Task]) -> list[Task]:
+    """Tasks by the flops they compute per step (calls x flops per call), most first: what a
+    budget should spend its minutes on."""
+    from tvm_conformer.compiler.schedule_rules import kernel_flops
+
+    return sorted(tasks, key=lambda t: -t.weight * kernel_flops(t.mod["main"]))
+
+
 def tune(
     target: str | DeviceTarget = "host",
     model: str | Path = DEFAULT_CHECKPOINT,
@@ -290,21 +332,31 @@ def tune(
     progress: bool = True,
     seed: int | None = None,
     trials_per_round: int = TRIALS_PER_ROUND,
+    minutes: float | None = None,
 ) -> dict:
     """Tunes the tasks `tasks` (a group or a regex) of `model` for `target` with `trials`
-    measured candidates each, into `log_dir` (default `tuning_logs/<target>`); returns the
-    manifest. On the host `threads` (default the target's) sizes the measuring thread pool."""
+    measured candidates each, into `log_dir` (default `tuning_logs/<target>` for the model
+    that database was made for, or a fresh one, else `tuning_logs/<target>-<config hash>`, which
+    `compile` applies to this model); returns the manifest. On the host `threads` (default the
+    target's) sizes the measuring thread pool. `minutes`: a budget, counted from this call; the
+    kernels that take the most of a step (calls x flops) are tuned first, and tuning stops once
+    it is spent (checked every few trials; a later `--resume` continues with the rest)."""
+    from tvm_conformer.compiler.source import open_model
+
+    t_begin = time.time()
     device = load_target(target) if isinstance(target, str) else target
-    log_dir = Path(log_dir) if log_dir else tdb.log_dir_for(device.name)
+    log_dir = (Path(log_dir) if log_dir
+               else default_log_dir(device.name, open_model(model).config_hash))
     with tdb.lock_log_dir(log_dir):  # one `tune` per directory: a second one refuses
         return _tune_locked(device, model, tasks, trials, log_dir, rpc, resume, threads, opts,
-                            frontend, progress, seed, trials_per_round)
+                            frontend, progress, seed, trials_per_round, minutes, t_begin)
 
 
 def _tune_locked(
     target: DeviceTarget, model: str | Path, tasks: str, trials: int, log_dir: Path,
     rpc: RPCDevice | None, resume: bool, threads: int | None, opts: PipelineOptions | None,
     frontend: str, progress: bool, seed: int | None, trials_per_round: int,
+    minutes: float | None, t_begin: float,
 ) -> dict:
     from tqdm import tqdm
 
@@ -322,8 +374,13 @@ def _tune_locked(
     threads = threads or device.threads
     opts = opts.with_default_threads(threads)  # the seeds follow the policy of the pool they run on
     src = open_model(model)  # a checkpoint or a contract .onnx (tokens.txt beside it)
+    log_dir = Path(log_dir) if log_dir else default_log_dir(device.name, src.config_hash)
+    if minutes is not None and minutes <= 0:
+        raise UserError("--minutes must be positive")
     manifest = _open_log_dir(log_dir, resume, src.config_hash, opts)
     chosen = select_tasks(extract_tasks(model, device, opts, frontend), tasks)
+    if minutes is not None:
+        chosen = hottest_first(chosen)
     log_dir.mkdir(parents=True, exist_ok=True)
     if manifest is None:
         entry = src.manifest_entry()
@@ -335,6 +392,12 @@ def _tune_locked(
                                     threads, runner_name)
 
     db = ms.database.JSONDatabase(work_dir=str(log_dir))
+    shared = tdb.log_dir_for(device.name)
+    if log_dir != shared and rpc is None:
+        copied = transfer_records(shared, db, chosen, manifest.get("device"), manifest)
+        if copied and progress:
+            print(f"{copied} records of {shared} apply to this model's kernels (same shapes): "
+                  "copied, those kernels start from them", file=sys.stderr)
     done = records_per_task(db, chosen)
     todo = [t for t in chosen
             if len(done[t.name]) < trials and not manifest["tasks"].get(t.name, {}).get("exhausted")]
@@ -372,6 +435,10 @@ def _tune_locked(
     try:
         with _clean_interrupt(), _measuring_threads(threads):
             for i, task in enumerate(todo):
+                if minutes is not None and time.time() - t_begin > minutes * 60:
+                    print(f"tuning budget of {minutes:g} min spent after {i} of {len(todo)} "
+                          "kernels (hottest first); `--resume` continues", file=sys.stderr)
+                    break
                 remaining = trials - len(done[task.name])
                 bar = tqdm(total=remaining, desc=f"[{i + 1}/{len(todo)}] {task.name[:40]}",
                            unit="trial", position=1, leave=False, disable=not progress)
