@@ -191,8 +191,8 @@ def transfer_records(src_dir: Path, db: ms.database.JSONDatabase, tasks: list[Ta
             continue
         wl = db.commit_workload(task.mod)
         for rec in src.get_top_k(src.commit_workload(task.mod), 8):
-            db.commit_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
-                                                      rec.args_info))
+            db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
+                                                             rec.args_info))
             copied += 1
     return copied
 
