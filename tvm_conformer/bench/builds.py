@@ -53,7 +53,7 @@ class Builder:
         from tvm_conformer.frontend import export_onnx
         from tvm_conformer.targets import load_target
 
-        if spec.engine == "ort":
+        if spec.engine in ("ort", "openvino"):  # both run the same ONNX file
             path = self.dir / ("step.onnx" if spec.mode == "stream" else f"utterance-{UTTERANCE_FRAMES}.onnx")
             if not path.is_file():
                 if spec.mode == "stream":

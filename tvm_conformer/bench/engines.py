@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-ENGINES = ("torch", "torch.compile", "ort", "tvm")
+ENGINES = ("torch", "torch.compile", "ort", "openvino", "tvm")
 TVM_KINDS = ("untuned", "schedules", "tuned")  # no schedules / dlight + schedules/ / + database
 MODES = ("stream", "utterance")
 
@@ -142,6 +142,10 @@ def open_engine(spec: EngineSpec, files: dict[str, str]) -> TorchEngine | OrtEng
         return TorchEngine(files["checkpoint"], spec.threads, spec.engine == "torch.compile")
     if spec.engine == "ort":
         return OrtEngine(files["onnx"], spec.threads)
+    if spec.engine == "openvino":
+        from tvm_conformer.bench.openvino_engine import OpenVinoEngine
+
+        return OpenVinoEngine(files["onnx"], spec.threads)
     return TvmEngine(files["artifact"], spec.threads)
 
 

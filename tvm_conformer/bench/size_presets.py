@@ -41,7 +41,7 @@ PEERS = ("ort", "openvino")
 
 def preset_checkpoint(name: str, cache: Path) -> Path | None:
     """The checkpoint of preset `name` (None: the shipped one, as `bench` picks it)."""
-    from tvm_conformer.bench.harness import random_checkpoint
+    from tvm_conformer.bench.builds import random_checkpoint
     from tvm_conformer.errors import UserError
 
     if name not in PRESETS:
@@ -85,7 +85,8 @@ def run_sizes(out: Path, cache: Path, presets: list[str] | None = None,
               recordings: int | None = None) -> dict[str, Any]:
     """Runs every preset, writes sizes.json, sizes.md and sizes.png into `out`."""
     from tvm_conformer.bench import macs, roofline
-    from tvm_conformer.bench.harness import SUITES, run_suite
+    from tvm_conformer.bench.harness import run_suite
+    from tvm_conformer.bench.suites import SUITES
     from tvm_conformer.model import load_checkpoint
 
     t0 = time.time()
@@ -102,7 +103,8 @@ def run_sizes(out: Path, cache: Path, presets: list[str] | None = None,
         min_bytes = roofline.step_min_bytes(cfg)
         results["presets"][name] = {
             "note": PRESETS[name]["note"], "config": cfg.to_dict(),
-            "checkpoint": res["model"]["checkpoint"], "trained": res["model"]["trained"],
+            "checkpoint": res["model"]["checkpoint"],
+            "trained": PRESETS[name]["config"] is None and res["model"]["trained"],
             "flop_per_step": flop, "min_bytes_per_step": min_bytes,
             "rows": size_rows(res["stream"], flop, min_bytes, peak),
             "load_average": [res["machine"].get("load_average_start"),

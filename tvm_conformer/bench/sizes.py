@@ -30,6 +30,7 @@ def runtime_mb(engine: str) -> float:
         libs = [Path(spec.origin).parent / "lib" / "libtvm_runtime.so"]
         libs += list(Path(tvm_ffi.__file__).parent.rglob("*.so"))
     else:
-        pkg = "torch" if engine.startswith("torch") else "onnxruntime"
+        pkg = ("torch" if engine.startswith("torch") else
+               "openvino" if engine == "openvino" else "onnxruntime")
         libs = list(Path(importlib.util.find_spec(pkg).origin).parent.rglob("*.so*"))
     return sum(p.stat().st_size for p in libs if p.is_file()) / 2**20

@@ -34,15 +34,21 @@ SUITES = {
                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("tvm", tvm="schedules"))),
     # the head-to-head of the ONNX Runtime issue: fp32 engines on the streaming step, 1 and 2 threads
     "versus": Suite("versus", recordings=6, rounds=4, threads=(1, 2),
-                    stream=(EngineSpec("torch"), EngineSpec("ort"),
+                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("openvino"),
                             EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned")),
                     end_to_end=True),
     "full": Suite(
         "full", recordings=12, rounds=6, threads=(1, 2),
         stream=(EngineSpec("torch"), EngineSpec("torch.compile"), EngineSpec("ort"),
+                EngineSpec("openvino"),
                 *_tvm_specs(TVM_KINDS, (False, True), ("fp32", "fp16"))),
         utterance=(EngineSpec("torch", mode="utterance"), EngineSpec("ort", mode="utterance"),
+                   EngineSpec("openvino", mode="utterance"),
                    EngineSpec("tvm", mode="utterance", tvm="schedules")),
         scaling=True, analysis=True,
     ),
+    # one preset's engines in `bench --suite sizes` (bench/size_presets.py runs it per preset)
+    "sizes": Suite("sizes", recordings=4, rounds=4, threads=(1, 2),
+                   stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("openvino"),
+                           EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"))),
 }

@@ -44,7 +44,7 @@ def serve(requests, replies) -> None:  # noqa: ANN001 - text streams
     """Answers requests until "quit" or end of input."""
     first = json.loads(requests.readline())
     spec = EngineSpec(**first["spec"])
-    if spec.engine in ("ort", "tvm"):
+    if spec.engine in ("ort", "openvino", "tvm"):
         # tvm_ffi imports torch whenever it can; a deployment of these engines has no torch
         sys.modules["torch"] = None
     t0 = time.perf_counter()

@@ -13,14 +13,19 @@ HELP = ("Benchmark every engine on the host (latency, RTF, memory, size, accurac
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", choices=["quick", "versus", "full"], default="full",
+    p.add_argument("--suite", choices=["quick", "versus", "full", "sizes"], default="full",
                    help="quick: torch, ORT and TVM at 1 thread, 2 recordings (a smoke test); "
                         "versus: PyTorch, ORT, TVM with schedules and tuned, fp32 streaming, 1 and "
                         "2 threads, 6 recordings (the head-to-head, minutes); full: every engine and variant, 1 and 2 threads, full-utterance mode, "
-                        "scaling, roofline, kernel profile, MACs (default: full)")
+                        "scaling, roofline, kernel profile, MACs; sizes: the versus engines and "
+                        "OpenVINO on each --presets model, against the measured physical limit "
+                        "(default: full)")
+    p.add_argument("--presets", nargs="+", metavar="NAME",
+                   help="sizes suite: shipped, wenet-u2pp, fastconformer-l (default: all)")
     p.add_argument("--out", default="bench_results", help="results directory (default: bench_results)")
-    p.add_argument("--model", help="checkpoint (default: the shipped one; without it a random "
-                                   "model of the default size, marked as such)")
+    p.add_argument("--model", help="checkpoint, or a size preset (shipped, wenet-u2pp, "
+                                   "fastconformer-l: random weights of that size); default: the "
+                                   "shipped one, without it a random model of the default size")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts (default: the suite's)")
     p.add_argument("--rounds", type=int, help="measured rounds (default: the suite's)")
     p.add_argument("--recordings", type=int, help="recordings of data/test to use (default: the suite's)")
@@ -61,11 +66,26 @@ def _cache(args: argparse.Namespace) -> Path:
 
 
 def _model(args: argparse.Namespace) -> Path | None:
+    from tvm_conformer.bench.size_presets import PRESETS, preset_checkpoint
     from tvm_conformer.errors import UserError
 
+    if args.model in PRESETS:  # a named size: random weights of that size (shipped: the shipped)
+        return preset_checkpoint(args.model, _cache(args))
     if args.model and not Path(args.model).is_file():
         raise UserError(f"checkpoint {args.model} not found: pass --model PATH to an existing .pt file")
     return Path(args.model) if args.model else None
+
+
+def _sizes_suite(args: argparse.Namespace) -> int:
+    from tvm_conformer.bench.size_presets import run_sizes
+
+    out = Path(args.out)
+    results = run_sizes(out, _cache(args), args.presets,
+                        tuple(args.threads) if args.threads else None, args.rounds, args.recordings)
+    print((out / "sizes.md").read_text())
+    print(f"wrote {out / 'sizes.json'}, {out / 'sizes.md'} and {out / 'sizes.png'} in "
+          f"{results['seconds']:.0f} s")
+    return 0
 
 
 def _host_suite(args: argparse.Namespace) -> int:
@@ -73,6 +93,8 @@ def _host_suite(args: argparse.Namespace) -> int:
     from tvm_conformer.bench.report import engine_table
     from tvm_conformer.bench.suites import SUITES
 
+    if args.suite == "sizes":
+        return _sizes_suite(args)
     out = Path(args.out)
     results = run_suite(SUITES[args.suite], out, _model(args), _cache(args),
                         tuple(args.threads) if args.threads else None, args.rounds, args.recordings)
