@@ -45,7 +45,8 @@ def _linears(n_out: int = 40) -> tvm.IRModule:
         @R.function
         def main(x: R.Tensor((1, 6, 24), "float32"), y: R.Tensor((1, 24, 6), "float32"),
                  w1: R.Tensor((32, 24), "float32"), b1: R.Tensor((32,), "float32"),
-                 w2: R.Tensor((n_out, 32), "float32"), w3: R.Tensor((24, 4), "float32")):
+                 w2: R.Tensor((n_out, 32), "float32"), w3: R.Tensor((24, 4), "float32"),
+                 w4: R.Tensor((1, 24, 32), "float32")):
             R.func_attr({"num_input": 2})
             with R.dataflow():
                 w1t = R.permute_dims(w1, [1, 0])
@@ -55,8 +56,9 @@ def _linears(n_out: int = 40) -> tvm.IRModule:
                 o = R.matmul(h, w2t)
                 s = R.matmul(x, y)  # two inputs: not a weight
                 n = R.matmul(x, w3)  # 4 columns < two panels
-                R.output(o, s, n)
-            return (o, s, n)
+                c = R.matmul(x, w4)  # a 1x1 conv's weight, (1, K, N)
+                R.output(o, s, n, c)
+            return (o, s, n, c)
 
     return Mod
 
@@ -74,7 +76,7 @@ def _call_tirs(mod: tvm.IRModule) -> list[str]:
 
 def test_only_weight_matmuls_wide_enough_are_packed():
     out = PackMatmulWeights(16)(_linears())
-    assert len(_call_tirs(out)) == 2  # the two linears; not x @ y, not the 4-column one
+    assert len(_call_tirs(out)) == 3  # the linears and the 1x1 conv; not x @ y, not 4 columns
     ops = out["main"].script()
     assert ops.count("R.matmul(") == 2
     assert "R.nn.pad" in ops and "R.strided_slice" in ops  # 40 columns -> 48, sliced back
@@ -97,8 +99,8 @@ def test_packed_build_computes_the_same(n_out):
     mod = _linears(n_out)
     args = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
             for p in mod["main"].params]
-    x, y, w1, b1, w2, w3 = args
-    want = [(x @ w1.T + b1) @ w2.T, x @ y, x @ w3]
+    x, y, w1, b1, w2, w3, w4 = args
+    want = [(x @ w1.T + b1) @ w2.T, x @ y, x @ w3, x @ w4]
     for pack in (False, True):
         lifted = []
         pipe = tvm_conformer_pipeline(PipelineOptions(pack_weights=pack, threads=1),
@@ -107,7 +109,8 @@ def test_packed_build_computes_the_same(n_out):
             ex = tvm.compile(mod, target=AVX2, relax_pipeline=pipe)
         assert lifted  # the pipeline lifted the transposes (and the packing)
         transformed = run_weight_transform(lifted[0], args[2:])
-        assert sum(w.ndim == 3 for w in transformed) == (2 if pack else 0)  # the panels
+        # the panels; unpacked, only the 1x1 conv's (1, K, N) weight is 3-D
+        assert sum(w.ndim == 3 for w in transformed) == (3 if pack else 1)
         weights = [tvm.runtime.tensor(w) for w in transformed]
         vm = relax.VirtualMachine(ex, tvm.cpu())
         got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), *weights)

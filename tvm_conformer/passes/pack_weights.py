@@ -1,7 +1,7 @@
 """Weights laid out in the order the matmul kernels read them: panels of one column tile,
 contiguous down the reduction axis.
 
-A linear's weight W (K x N, row-major) read by a kernel that keeps a tile of `lanes` columns in
+A linear's weight W (K x N, row-major; a 1x1 convolution's (1, K, N) alike) read by a kernel that keeps a tile of `lanes` columns in
 vector registers is read down K with a stride of N * 4 bytes: for the FFN of a d=256 model
 (N = 2048) every line of a tile lies 8 KB from the last, so all of them fall into the same few
 sets of L1 and L2 and the hardware prefetcher, which does not cross 4 KB pages, never runs ahead.
@@ -81,7 +81,10 @@ class _Packer(relax.PyExprMutator):
         xs, ws = static_shape(x), static_shape(w)
         out_dtype = str(call.attrs.out_dtype)
         out_dtype = out_dtype if out_dtype in FLOAT_DTYPES else str(x.ty.dtype)  # void: x's
+        if ws is not None and len(ws) > 2 and all(d == 1 for d in ws[:-2]):
+            ws = ws[-2:]  # a 1x1 convolution's weight, (1, K, N): the same matrix
         if (xs is None or ws is None or len(ws) != 2 or len(xs) < 2 or xs[-1] != ws[0]
+                or len(xs) < len(static_shape(w))
                 or str(x.ty.dtype) not in FLOAT_DTYPES or str(w.ty.dtype) not in FLOAT_DTYPES
                 or out_dtype not in FLOAT_DTYPES):
             return new
@@ -92,6 +95,8 @@ class _Packer(relax.PyExprMutator):
         n_pad = -(-n // lanes) * lanes
         bb = self.builder_
         wv = self.visit_expr(w)
+        if len(static_shape(w)) != 2:
+            wv = bb.emit(relax.op.reshape(wv, (k, n)))
         if n_pad != n:
             wv = bb.emit(relax.op.nn.pad(wv, [0, 0, 0, n_pad - n]))
         panels = bb.emit(relax.op.reshape(wv, (k, n_pad // lanes, lanes)))
