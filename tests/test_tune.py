@@ -292,3 +292,17 @@ def test_a_budget_tunes_the_kernels_with_most_flops_first(tiny_tasks: list) -> N
     work = [t.weight * kernel_flops(t.mod["main"]) for t in hottest_first(tiny_tasks)]
     assert work == sorted(work, reverse=True) and work[0] > work[-1]
     assert {t.name for t in hottest_first(tiny_tasks)} == {t.name for t in tiny_tasks}
+
+
+@pytest.mark.slow
+def test_a_spent_budget_starts_no_kernel(tiny_checkpoint: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    from tvm_conformer.tune.tuner import tune
+
+    # the budget counts from the call: extracting the tasks alone spends 6 ms
+    manifest = tune("host", tiny_checkpoint, tasks="all", trials=4, threads=1,
+                    log_dir=tmp_path / "db", progress=False, minutes=1e-4)
+    assert manifest["sessions"][-1]["trials"] == 0 and not _records(tmp_path / "db")
+    assert "tuning budget of 0.0001 min spent after 0 of" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--minutes must be positive"):
+        tune("host", tiny_checkpoint, trials=4, log_dir=tmp_path / "db2", minutes=0)

@@ -43,6 +43,7 @@ from tvm_conformer.tune.export import export_candidate
 from tvm_conformer.tune.tasks import Task, extract_tasks, select_tasks
 
 TRIALS_PER_ROUND = 32  # candidates built and measured between two cost-model updates
+BUDGET_CHUNK = 4  # with a time budget: trials between two looks at the clock
 FAILED_SECONDS = 1e10  # MetaSchedule's run time of a candidate that failed to build or run
 # A worker process imports TVM before its first job, within the job's timeout: slow when loaded.
 WORKER_TIMEOUT_S = 300.0
@@ -432,10 +433,14 @@ def _tune_locked(
         tdb.write_manifest(log_dir, manifest)
 
     finished: set[str] = set()
+
+    def over_budget() -> bool:
+        return minutes is not None and time.time() - t_begin > minutes * 60
+
     try:
         with _clean_interrupt(), _measuring_threads(threads):
             for i, task in enumerate(todo):
-                if minutes is not None and time.time() - t_begin > minutes * 60:
+                if over_budget():
                     print(f"tuning budget of {minutes:g} min spent after {i} of {len(todo)} "
                           "kernels (hottest first); `--resume` continues", file=sys.stderr)
                     break
@@ -448,28 +453,39 @@ def _tune_locked(
                     bar.update(seeded)
                     total.update(seeded)
                     remaining -= seeded
-                ctx = ms.TuneContext(
-                    mod=task.mod, target=target_tvm,
-                    space_generator="post-order-apply",
-                    search_strategy=ms.search_strategy.EvolutionarySearch(
-                        population_size=min(512, max(64, 4 * remaining))),
-                    task_name=task.name, logger=_task_logger(log_dir, task),
-                    rand_state=-1 if seed is None else seed, num_threads=os.cpu_count() or 1,
-                ).clone()
                 try:
-                    if remaining > 0:
+                    while remaining > 0 and not over_budget():
+                        # on a budget, a few trials at a time: the budget is checked between them
+                        chunk = remaining if minutes is None else min(remaining, BUDGET_CHUNK)
+                        ctx = ms.TuneContext(
+                            mod=task.mod, target=target_tvm,
+                            space_generator="post-order-apply",
+                            search_strategy=ms.search_strategy.EvolutionarySearch(
+                                population_size=min(512, max(64, 4 * chunk))),
+                            task_name=task.name, logger=_task_logger(log_dir, task),
+                            rand_state=-1 if seed is None else seed,
+                            num_threads=os.cpu_count() or 1,
+                        ).clone()
                         ms.tune_tasks(
                             tasks=[ctx], task_weights=[1.0], work_dir=str(log_dir),
-                            max_trials_global=remaining, max_trials_per_task=remaining,
-                            num_trials_per_iter=min(remaining, trials_per_round),
+                            max_trials_global=chunk, max_trials_per_task=chunk,
+                            num_trials_per_iter=min(chunk, trials_per_round),
                             builder=builder, runner=runner, database=db, cost_model=cost_model,
                             measure_callbacks=[
                                 *ms.measure_callback.MeasureCallback.create("default"),
                                 _Progress(bar, total)],
                             task_scheduler="round-robin",
                         )
+                        left = trials - len(records_per_task(db, [task])[task.name])
+                        if left >= remaining:
+                            break  # nothing new measured: the search space ran dry
+                        remaining = left
                 finally:
                     bar.close()
+                if remaining > 0 and over_budget():
+                    print(f"tuning budget of {minutes:g} min spent in kernel {i + 1} of "
+                          f"{len(todo)} (hottest first); `--resume` continues", file=sys.stderr)
+                    break  # the finally below records this task as unfinished
                 record(task, finished=True)
                 finished.add(task.name)
     finally:
