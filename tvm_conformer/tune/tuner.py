@@ -175,18 +175,18 @@ def records_per_task(db: ms.database.JSONDatabase, tasks: list[Task],
 
 
 def transfer_records(src_dir: Path, db: ms.database.JSONDatabase, tasks: list[Task],
-                     device_identity_: str, manifest: dict) -> int:
+                     device_identity_: str, manifest: dict) -> dict[str, int]:
     """Copies into `db` the records of `src_dir`'s database (another model's, same target)
     whose kernel is one of `tasks`: kernels are identified by their structure (shapes included),
     so a record applies wherever a kernel is the same. Only when `src_dir` was tuned on this
-    device, with these kernel options and this TVM; returns the records copied."""
+    device, with these kernel options and this TVM; returns the records copied per task."""
     src_manifest = tdb.read_manifest(src_dir)
     if (src_manifest is None or src_manifest.get("device") != device_identity_
             or src_manifest["pipeline"] != manifest["pipeline"]
             or src_manifest["tvm_version"] != manifest["tvm_version"]):
-        return 0
+        return {}
     src = ms.database.JSONDatabase(work_dir=str(src_dir))
-    copied = 0
+    copied: dict[str, int] = {}
     for task in tasks:
         if not src.has_workload(task.mod) or (db.has_workload(task.mod) and records_per_task(db, [task])[task.name]):
             continue
@@ -194,7 +194,7 @@ def transfer_records(src_dir: Path, db: ms.database.JSONDatabase, tasks: list[Ta
         for rec in src.get_top_k(src.commit_workload(task.mod), 8):
             db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
                                                              rec.args_info))
-            copied += 1
+            copied[task.name] = copied.get(task.name, 0) + 1
     return copied
 
 
@@ -396,9 +396,15 @@ def _tune_locked(
     shared = tdb.log_dir_for(device.name)
     if log_dir != shared and rpc is None:
         copied = transfer_records(shared, db, chosen, manifest.get("device"), manifest)
+        for task in chosen:  # counted as the database's records, not as this session's trials
+            if task.name in copied:
+                manifest["tasks"][task.name] = {"weight": task.weight, "groups": sorted(task.groups),
+                                                "records": copied[task.name],
+                                                "copied_from": str(shared)}
         if copied and progress:
-            print(f"{copied} records of {shared} apply to this model's kernels (same shapes): "
-                  "copied, those kernels start from them", file=sys.stderr)
+            print(f"{sum(copied.values())} records of {shared} apply to {len(copied)} of this "
+                  "model's kernels (same structure and shapes): copied, those kernels start "
+                  "from them", file=sys.stderr)
     done = records_per_task(db, chosen)
     todo = [t for t in chosen
             if len(done[t.name]) < trials and not manifest["tasks"].get(t.name, {}).get("exhausted")]
