@@ -18,7 +18,7 @@ from tvm_conformer.paths import DEFAULT_CHECKPOINT, REPO_DIR
 
 HELP = "Compile the streaming step for a device into an artifact (lib.so, weights, manifest)."
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frontend", default="torch", choices=["torch", "onnx"],
                    help="import through torch.export or ONNX (default: torch)")
     p.add_argument("--precision", default="fp32",
-                   help="fp32, fp16, or a comma list of both (default: fp32)")
+                   help="fp32, fp16, int8 (linears in int8: passes/quantize_int8.py), or a comma "
+                        "list (default: fp32)")
     passes = p.add_mutually_exclusive_group()
     passes.add_argument("--passes", help="comma list of the pipeline's graph passes (layout, "
                         "einsum, fuse) or `all`; default: none, the fastest on the CPUs measured "

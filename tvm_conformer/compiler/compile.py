@@ -49,9 +49,10 @@ def import_for_pipeline(model, frontend: str, opts: PipelineOptions):  # noqa: A
     if not isinstance(model, ModelSource):
         from tvm_conformer.frontend import import_step
 
-        return import_step(model, frontend, bind=opts.precision != "fp32")
-    # fp16 converts the weights at compile time, so they are bound into the library as constants
-    return model.import_step(frontend, bind=opts.precision != "fp32")
+        return import_step(model, frontend, bind=opts.precision == "fp16")
+    # fp16 converts the weights at compile time, so they are bound into the library as constants;
+    # int8 quantizes them in the weight transform lifted out of the step (weights.npz holds int8)
+    return model.import_step(frontend, bind=opts.precision == "fp16")
 
 
 def run_weight_transform(func, weights: list):  # noqa: ANN001, ANN201 - relax.Function, arrays

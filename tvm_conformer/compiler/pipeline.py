@@ -31,7 +31,7 @@ class PipelineOptions:
 
     family: str = "cpu"  # cpu | mali | hexagon
     passes: tuple[str, ...] = ()  # subset of GRAPH_PASSES, applied in GRAPH_PASSES order
-    precision: str = "fp32"  # fp32 | fp16
+    precision: str = "fp32"  # fp32 | fp16 | int8 (linears; passes/quantize_int8.py)
     numerics: bool = True  # fp16 only: MAD pre-normalized LayerNorm, conditional softmax rescale
     database: str | None = None  # MetaSchedule work dir with database_*.json
     schedules: bool = True  # the family's rules (dlight + schedules/); False = untuned kernels
@@ -85,9 +85,13 @@ def _pack_passes(opts: PipelineOptions, target: tvm.target.Target) -> list[tvm.t
     return [PackMatmulWeights(weight_panel_lanes(opts.family, target))]
 
 
-def _precision_passes(opts: PipelineOptions) -> list[tvm.transform.Pass]:
+def _precision_passes(opts: PipelineOptions, target: tvm.target.Target) -> list[tvm.transform.Pass]:
     if opts.precision == "fp32":
         return []
+    if opts.precision == "int8":
+        from tvm_conformer.passes.quantize_int8 import QuantizeInt8, int8_scheme
+
+        return [QuantizeInt8(int8_scheme(target))]
     from tvm_conformer.passes import fp16_passes
 
     return fp16_passes(numerics=opts.numerics)
@@ -190,7 +194,7 @@ def tvm_conformer_pipeline(
                 relax.transform.CanonicalizeBindings(),
                 *_graph_passes(opts),
                 *_streamline_passes(opts),
-                *_precision_passes(opts),
+                *_precision_passes(opts, target),
                 *_pack_passes(opts, target),
                 relax.transform.FoldConstant(),
                 *_lift_weights(lift_weights),

@@ -95,9 +95,12 @@ def rule_list(family: str, parallel_min_flops: float = 0) -> list[dl.ScheduleRul
     if family == "mali":
         defaults = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
                     dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+        int8: list = []
     else:  # cpu and hexagon both go through the LLVM CPU code generator
         defaults = [dl.cpu.GEMV(), dl.cpu.Reduction()]
-    return [ThreadPolicy(r, parallel_min_flops) for r in (*project_rules(family), *defaults)]
+        int8 = project_rules("int8")  # int8 linears (schedules/int8.py); none in fp32 builds
+    return [ThreadPolicy(r, parallel_min_flops)
+            for r in (*int8, *project_rules(family), *defaults)]
 
 
 def family_rules(family: str, parallel_min_flops: float = 0) -> tvm.transform.Pass:
