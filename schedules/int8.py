@@ -28,8 +28,9 @@ from tvm.s_tir import TensorIntrin
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.script import tirx as T
 from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width
 
-from tvm_conformer.passes.quantize_int8 import BLOCK, int8_scheme
+from tvm_conformer.passes.quantize_int8 import BLOCK, QUANTIZE_BLOCK, int8_scheme
 
 MAX_ROW_TILE = 8  # rows of accumulators per column vector (8 of AVX2's 16 ymm registers)
 AVX2_DOT_8x4 = "tvm_conformer_dot_8x4_u8i8i32_avx2"
@@ -134,4 +135,25 @@ class Int8Matmul(ScheduleRule):
         sch.vectorize(sch.get_loops(block)[-1])
 
 
-RULES = [Int8Matmul()]
+class Int8Quantize(ScheduleRule):
+    """The activations' quantization kernel: the rows' max |x| and scales (scalar loops: the
+    scales are an output, which TVM cannot compute inside another loop), then the quantized rows,
+    vectorized."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        if not _has_block(func, QUANTIZE_BLOCK):
+            return None
+        sch = s_tir.Schedule(func)
+        quant = sch.get_sblock(QUANTIZE_BLOCK)
+        col = sch.get_loops(quant)[-1]
+        scheme = int8_scheme(target)  # fp32 lanes of a vector: as many as int32 accumulators
+        lanes = scheme.lanes if scheme.isa == "hvx" else max(llvm_get_vector_width(target) // 32, 4)
+        extent = int(sch.get(col).extent)
+        inner = sch.split(col, [None, lanes])[-1] if extent % lanes == 0 and extent > lanes else col
+        sch.vectorize(inner)
+        return sch
+
+
+RULES = [Int8Matmul(), Int8Quantize()]

@@ -71,6 +71,12 @@ def run_weight_transform(func, weights: list):  # noqa: ANN001, ANN201 - relax.F
     return [np.ascontiguousarray(t.numpy()) for t in out]
 
 
+def _int8_scheme(target) -> dict:  # noqa: ANN001 - tvm.target.Target
+    from tvm_conformer.passes.quantize_int8 import int8_scheme
+
+    return int8_scheme(target).to_dict()
+
+
 def compile_artifact(
     out_dir: str | Path,
     target: str | DeviceTarget = "host",
@@ -179,6 +185,7 @@ def compile_artifact(
                    "cpu_features": required_cpu_features(tvm_target.host or tvm_target)},
         "frontend": frontend,
         "pipeline": opts.to_dict(),
+        **({"int8": _int8_scheme(tvm_target)} if opts.precision == "int8" else {}),
         "database": db_info and {**db_info, "default": default_db is not None},
         "kernels": {"count": n, "calls_per_step": stats.get("calls"), "unscheduled": un},
         "work": dataclasses.asdict(stats["work"]),

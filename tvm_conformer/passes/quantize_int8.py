@@ -39,6 +39,7 @@ from tvm.target.codegen import target_has_features
 from tvm_conformer.passes._graph import is_tensor_of, static_shape
 
 BLOCK = "int8_matmul"  # the reduction block's name: what the int8 schedule rule looks for
+QUANTIZE_BLOCK = "int8_quantize"  # the activations' quantization (a kernel of its own)
 _EPS = 1e-12  # an all-zero row or column gets this scale (its quantized values are all 0)
 
 
@@ -94,6 +95,31 @@ def int8_matmul_func(rows: Sequence[int], k: int, n: int, lanes: int,
     return te.create_prim_func([x, w, out])
 
 
+def int8_quantize_func(rows: Sequence[int], k: int, kp: int, act_dtype: str,
+                       act_offset: int) -> tvm.tirx.PrimFunc:
+    """One kernel: sx[*rows, 0] = max_k |x| / 127 and xq = round(x / sx) + act_offset, the
+    row padded with act_offset (zero) from k to kp."""
+    i64 = lambda *dims: [tvm.tirx.IntImm("int64", d) for d in dims]  # noqa: E731
+    x = te.placeholder(i64(*rows, k), "float32", name="x")
+    r = te.reduce_axis(i64(0, k), name="k")
+    amax = te.compute(i64(*rows, 1), lambda *i: te.max(te.abs(x[(*i[:-1], r)]), axis=r),
+                      name="int8_absmax")
+    sx = te.compute(i64(*rows, 1), lambda *i: te.max(amax[i], tvm.tirx.const(_EPS, "float32"))
+                    / tvm.tirx.const(127.0, "float32"), name="int8_scale")
+
+    def quant(*idx):  # noqa: ANN202
+        *row, j = idx
+        q = te.round(x[(*row, j)] / sx[(*row, 0)])
+        q = te.max(te.min(q, tvm.tirx.const(127.0, "float32")), tvm.tirx.const(-127.0, "float32"))
+        q = (q + tvm.tirx.const(float(act_offset), "float32")).astype(act_dtype)
+        if kp == k:
+            return q
+        return tvm.tirx.if_then_else(j < k, q, tvm.tirx.const(act_offset, act_dtype))
+
+    xq = te.compute(i64(*rows, kp), quant, name=QUANTIZE_BLOCK)
+    return te.create_prim_func([x, xq, sx])
+
+
 def _weight_only_vars(func: relax.Function) -> set[relax.Var]:
     """Variables of `func` computed from its weights (parameters after `num_input`) and
     constants alone."""
@@ -142,6 +168,13 @@ class _Quantizer(relax.PyExprMutator):
             self.kernels[key] = self.builder_.add_func(func, BLOCK)
         return self.kernels[key]
 
+    def _quantize_kernel(self, rows: tuple[int, ...], k: int, kp: int) -> relax.GlobalVar:
+        key = ("quantize", rows, k, kp)
+        if key not in self.kernels:
+            func = int8_quantize_func(rows, k, kp, self.scheme.act_dtype, self.scheme.act_offset)
+            self.kernels[key] = self.builder_.add_func(func, QUANTIZE_BLOCK)
+        return self.kernels[key]
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         found = self._linear(call)
         if found is None:
@@ -166,15 +199,17 @@ class _Quantizer(relax.PyExprMutator):
         # activations (in the step): per-row scale (or a calibrated one), int8 values
         if self.static_scales is not None:
             sx = f32(max(float(self.static_scales[index]), _EPS) / 127.0)
+            q = op.clip(op.round(op.divide(x, sx)), -127, 127)
+            if s.act_offset:
+                q = op.add(q, f32(float(s.act_offset)))
+            xq = bb.emit(op.astype(q, s.act_dtype))
+            if kp != k:
+                xq = bb.emit(op.nn.pad(xq, [0, 0] * len(rows) + [0, kp - k], pad_value=s.act_offset))
         else:
-            amax = op.max(op.abs(x), axis=-1, keepdims=True)
-            sx = bb.emit(op.divide(op.maximum(amax, f32(_EPS)), f32(127.0)))
-        q = op.clip(op.round(op.divide(x, sx)), -127, 127)
-        if s.act_offset:
-            q = op.add(q, f32(float(s.act_offset)))
-        xq = bb.emit(op.astype(q, s.act_dtype))
-        if kp != k:
-            xq = bb.emit(op.nn.pad(xq, [0, 0] * len(rows) + [0, kp - k]))
+            quant = self._quantize_kernel(rows, k, kp)
+            both = bb.emit(relax.call_tir(quant, [x], [relax.TensorType((*rows, kp), s.act_dtype),
+                                                       relax.TensorType((*rows, 1), "float32")]))
+            xq, sx = bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))
         acc = bb.emit(relax.call_tir(self._kernel(rows, kp, np_), [xq, packed],
                                      relax.TensorType((*rows, np_), "int32")))
         if np_ != n:

@@ -1,6 +1,6 @@
 """Checks of a compiled artifact that need no device: the library's ELF header, SIMD code in its
-kernels (NEON, HVX), its OpenCL kernels through clang and run on PoCL, and loading it where
-this machine can."""
+kernels (NEON, HVX), the int8 dot product in int8 builds' linears, its OpenCL kernels through
+clang and run on PoCL, and loading it where this machine can."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ NEON_A32 = re.compile(r"\bq\d+\b|^\s*v(ld|st)\d|^\s*v\w+\.[fiu](8|16|32)\s+d\d+"
 HVX = re.compile(r"\bv\d+(:\d+)?\b|\bvmem\(")  # v0.qf32 = vmpy(v1.sf,v2.sf); vmem(r0+#0)
 _HVX_DISASM = ["--mcpu=hexagonv68", "--mattr=+hvxv68,+hvx-length128b"]  # else HVX is <unknown>
 _A64_DISASM = ["--mattr=+fullfp16"]  # else fp16 arithmetic (fmla v0.8h) is <unknown>
+# The int8 dot product of each scheme (passes/quantize_int8.py), per ELF machine where it differs
+INT8_DOT = {  # isa -> (what the detail calls it, its pattern)
+    "vnni": ("vpdpbusd", re.compile(r"\bvpdpbusd\b")),
+    "avx2": ("vpmaddubsw", re.compile(r"\bvpmaddubsw\b")),
+    "sdot": ("sdot", re.compile(r"\bsdot\b")),
+    "neon": ("smull/smlal/sadalp", re.compile(r"\b(smlal2?|smull2?|sadalp|saddlp)\b")),
+    "neon-a32": ("vmull/vmlal/vpadal", re.compile(r"\bv(mlal|mull|padal)\.s(8|16)\b")),
+    "hvx": ("vrmpy", re.compile(r"\bvrmpy\(")),
+}
+INT8_KERNEL = "int8_matmul"  # in the name of every kernel the int8 linears fuse into
 MIN_SIMD_MACS = 0.9  # small kernels may stay scalar (the tiny test model's attention einsums)
 
 
@@ -89,6 +99,22 @@ def check_simd(lib: Path, isa: str, pattern: re.Pattern, objdump_flags: list[str
         detail += "; scalar: " + ", ".join(f"{k} ({m / total_macs:.1%})" for k, m in
                                           sorted(scalar.items(), key=lambda x: -x[1]))
     return CheckResult(isa.lower(), bool(kernel_macs) and share >= MIN_SIMD_MACS, detail)
+
+
+def check_int8(lib: Path, isa: str, objdump_flags: list[str]) -> CheckResult:
+    """Every int8 linear kernel (named after `int8_matmul`) contains the scheme's int8 dot
+    product instruction (`INT8_DOT[isa]`: vpdpbusd, vpmaddubsw, sdot, NEON widening
+    multiply-adds, vrmpy)."""
+    objdump = require_tool("llvm-objdump", "disassembles the library")
+    name, pattern = INT8_DOT[isa]
+    counts = vector_counts(_run([objdump, "-d", *objdump_flags, str(lib)]).stdout, pattern)
+    kernels = {k: v for k, v in counts.items() if INT8_KERNEL in k}
+    without = sorted(k for k, (n, _) in kernels.items() if n == 0)
+    detail = (f"{sum(n for n, _ in kernels.values())} {name} in "
+              f"{len(kernels) - len(without)}/{len(kernels)} int8 kernels")
+    if without:
+        detail += "; without: " + ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")
+    return CheckResult(f"int8-{isa.removesuffix('-a32')}", bool(kernels) and not without, detail)
 
 
 def check_opencl(source: Path) -> CheckResult:
@@ -170,6 +196,13 @@ def check_artifact(art_dir: str | Path) -> list[CheckResult]:
         results.append(check_simd(lib, "NEON", NEON_A64, _A64_DISASM, kernel_macs))
     elif machine == "ARM":
         results.append(check_simd(lib, "NEON", NEON_A32, [], kernel_macs))
+    if manifest["pipeline"]["precision"] == "int8":
+        isa = manifest["int8"]["isa"]
+        flags = _HVX_DISASM if isa == "hvx" else _A64_DISASM if machine == "AArch64" else []
+        if isa == "sdot":
+            flags = ["--mattr=+fullfp16,+dotprod"]
+        results.append(check_int8(lib, f"{isa}-a32" if isa == "neon" and machine == "ARM" else isa,
+                                  flags))
     results.append(check_loads(art, machine))
     return results
 
