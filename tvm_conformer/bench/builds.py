@@ -60,6 +60,11 @@ class Builder:
                     export_onnx(self.model, path)
                 else:
                     export_utterance_onnx(self.model, UTTERANCE_FRAMES, path)
+            if spec.precision == "int8":
+                from tvm_conformer.bench.ort_int8 import quantize_step_onnx
+
+                quantized = path.with_suffix(".int8.onnx")
+                path = quantized if quantized.is_file() else quantize_step_onnx(path, quantized)
             return {"onnx": str(path)}
         opts = pipeline_options(spec, self.model.cfg.hash())
         key = build_key(self.checkpoint, load_target("host"), {"mode": spec.mode, **opts.to_dict()},

@@ -28,12 +28,12 @@ class EngineSpec:
     mode: str = "stream"  # stream: the step, caches carried; utterance: one fixed-length forward
     tvm: str = ""  # tvm only: one of TVM_KINDS
     passes: bool = False  # tvm only: the project's graph passes (layout, einsum, fuse)
-    precision: str = "fp32"  # tvm only: fp32 | fp16
+    precision: str = "fp32"  # tvm: fp32 | fp16 | int8; ort: fp32 | int8 (quantize_dynamic)
 
     @property
     def label(self) -> str:
         if self.engine != "tvm":
-            return self.engine
+            return self.engine + ("+int8" if self.precision == "int8" else "")
         extras = (["passes"] if self.passes else []) + ([self.precision] if self.precision != "fp32" else [])
         return "+".join([f"tvm-{self.tvm}", *extras])
 

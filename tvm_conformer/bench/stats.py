@@ -89,9 +89,12 @@ def _window_seconds(utt: Utterance) -> float:
 
 
 def ratios_to_ort(rows: list[dict]) -> None:
-    """Adds each row's median latency over ONNX Runtime's (same mode and threads): the headline."""
-    ort = {(r["mode"], r["threads"]): r["median_ms"] for r in rows
-           if r["engine"] == "ort" and r["status"] == "ok"}
+    """Adds each row's median latency over ONNX Runtime's (same mode and threads; int8 rows over
+    ONNX Runtime's int8, every other row over its fp32): the headline."""
+    def key(r: dict) -> tuple:
+        return r["mode"], r["threads"], r.get("precision") == "int8"
+
+    ort = {key(r): r["median_ms"] for r in rows if r["engine"] == "ort" and r["status"] == "ok"}
     for r in rows:
-        base = ort.get((r["mode"], r["threads"]))
+        base = ort.get(key(r))
         r["ratio_to_ort"] = r["median_ms"] / base if base and r["status"] == "ok" else None

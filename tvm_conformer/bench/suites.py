@@ -32,10 +32,13 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", recordings=2, rounds=2, threads=(1,),
                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("tvm", tvm="schedules"))),
-    # the head-to-head of the ONNX Runtime issue: fp32 engines on the streaming step, 1 and 2 threads
+    # the head-to-head of the ONNX Runtime issue: the streaming step, 1 and 2 threads, fp32 and
+    # int8 (ONNX Runtime's quantize_dynamic of the same step against `--precision int8`)
     "versus": Suite("versus", recordings=6, rounds=4, threads=(1, 2),
                     stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("openvino"),
-                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned")),
+                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"),
+                            EngineSpec("ort", precision="int8"),
+                            EngineSpec("tvm", tvm="schedules", precision="int8")),
                     end_to_end=True),
     "full": Suite(
         "full", recordings=12, rounds=6, threads=(1, 2),

@@ -69,7 +69,9 @@ def vector_counts(disassembly: str, pattern: re.Pattern) -> dict[str, tuple[int,
         header = re.match(r"^[0-9a-f]+ <([^>]+)>:", line)
         if header:
             symbol = header.group(1)
-            if not symbol.startswith("$"):  # $x/$d: Arm mapping symbols inside a function
+            if symbol.endswith("@plt"):  # a call stub into another library: no kernel's code
+                current = None
+            elif not symbol.startswith("$"):  # $x/$d: Arm mapping symbols inside a function
                 kernel = symbol.startswith("__tvm_ffi_") or symbol.endswith("_compute_")
                 name = symbol.removeprefix("__tvm_ffi_").removesuffix("_compute_")
                 current = name if kernel else None
