@@ -68,6 +68,15 @@ def test_pass_quantizes_linears_and_leaves_activation_products() -> None:
     assert "int8_matmul" in text and "int8_quantize" in text
 
 
+def test_pack_weight_round_trips_within_half_a_step() -> None:
+    w = np.random.default_rng(0).standard_normal((12, 10)).astype(np.float32)
+    scheme = Int8Scheme("avx2", 8, "uint8", 128, 63)
+    sw, packed = pack_weight(w, scheme)
+    wq = packed.transpose(1, 3, 0, 2).reshape(12, 16)[:, :10].astype(np.float32)  # unpacked
+    assert np.abs(wq).max() <= 63
+    np.testing.assert_allclose(wq * sw, w, atol=float(sw.max()) / 2 + 1e-6)
+
+
 def test_weight_quantization_is_lifted_out_of_the_step() -> None:
     mod, _ = quantize_int8(_linear_and_attention(), int8_scheme(tvm.target.Target(HOST)))
     lifted = relax.transform.LiftTransformParams()(mod)
@@ -106,7 +115,8 @@ def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path) -> 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (rows, k)).astype(np.uint8)
     w = rng.integers(-scheme.weight_max, scheme.weight_max + 1, (k, n)).astype(np.float32)
-    _, packed = pack_weight(w, Int8Scheme("avx2", 8, "uint8", 128, 127))  # w already integer
+    # the packed layout (N/L, K/4, L, 4) of pack_weight, of integer weights as they are
+    packed = w.astype(np.int8).reshape(k // 4, 4, n // scheme.lanes, scheme.lanes).transpose(2, 0, 3, 1)
     out = tvm.runtime.tensor(np.zeros((rows, n), np.int32))
     tvm.runtime.load_module(str(path))["fused_int8_matmul_test"](
         tvm.runtime.tensor(x), tvm.runtime.tensor(np.ascontiguousarray(packed)), out)
