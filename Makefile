@@ -2,8 +2,9 @@
 PY      ?= python3.11
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := espeak-ng sox qemu-user g++-aarch64-linux-gnu g++-arm-linux-gnueabihf lld clang llvm binutils file \
-            pocl-opencl-icd ocl-icd-libopencl1 clinfo
+APT_PKGS := espeak-ng sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
+            fortunes fortunes-min alsa-utils qemu-user g++-aarch64-linux-gnu g++-arm-linux-gnueabihf \
+            lld clang llvm binutils file pocl-opencl-icd ocl-icd-libopencl1 clinfo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv demo test test-fast cross lint data train bench clean

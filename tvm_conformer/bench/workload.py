@@ -107,7 +107,7 @@ def make_utterance(config: ModelConfig, uid: str, text: str, samples: np.ndarray
 
     recorder = _ChunkRecorder(config)
     transcribe_samples(OnlineRecognizer(recorder), samples, SAMPLE_RATE)
-    fbank = compute_fbank(samples)[:UTTERANCE_FRAMES]
+    fbank = compute_fbank(samples, fbank_opts=config.fbank)[:UTTERANCE_FRAMES]
     window = np.zeros((1, UTTERANCE_FRAMES, config.n_mels), np.float32)
     window[0, : len(fbank)] = fbank
     return Utterance(uid, text, len(samples) / SAMPLE_RATE, np.stack(recorder.feats),

@@ -7,6 +7,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
+from tvm_conformer.audio.features import check_fbank
+
 SUBSAMPLING_KINDS = ("dws", "vanilla")
 # the smallest value that builds a model and streams (num_left_chunks 0: the chunk alone)
 _AT_LEAST = {"n_mels": 1, "d_model": 1, "n_heads": 1, "n_layers": 1, "ffn_ratio": 1,
@@ -34,9 +36,14 @@ class ModelConfig:
     decoder_layers: int = 1  # attention-decoder (AED) head; 0 = CTC only
     chunk_size: int = 16
     num_left_chunks: int = 4
+    # fbank options the model was trained on (audio.features.check_fbank); None = the legacy
+    # options of checkpoints saved before this field existed (snip_edges true, high_freq 0)
+    fbank: dict | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "fbank":
+                continue  # checked by check_fbank below
             value = getattr(self, f.name)
             kind = type(f.default)  # every field has a default of its type
             ok = isinstance(value, str) if kind is str else (
@@ -55,6 +62,13 @@ class ModelConfig:
             raise ValueError("d_model must be divisible by n_heads")
         if self.conv_kernel < 2:
             raise ValueError("conv_kernel must be at least 2")
+        if self.fbank is not None:
+            object.__setattr__(self, "fbank", check_fbank(self.fbank))
+
+    @property
+    def fbank_options(self) -> dict:
+        """The full fbank option dict (LEGACY_FBANK for checkpoints without the field)."""
+        return check_fbank(self.fbank)
 
     @property
     def left_frames(self) -> int:
@@ -75,4 +89,8 @@ class ModelConfig:
         return asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Key of what is compiled and tuned: the network's shapes and weights layout. The fbank
+        options run on the host before the network and change no compiled shape, so they are
+        left out (a model re-trained on other features keeps its tuning database)."""
+        cfg = {k: v for k, v in self.to_dict().items() if k != "fbank"}
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]

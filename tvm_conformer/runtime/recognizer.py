@@ -90,7 +90,7 @@ class OnlineRecognizer:
         self.tokenizer = CharTokenizer()
 
     def create_stream(self) -> Stream:
-        return Stream(fbank=StreamingFbank(), state=self.backend.initial_state())
+        return Stream(fbank=StreamingFbank(self.cfg.fbank), state=self.backend.initial_state())
 
     def _valid_frames(self, s: Stream) -> int:
         """Encoder frames the next chunk would emit: chunk_size, fewer at the end, 0 when done."""
