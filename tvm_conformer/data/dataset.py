@@ -30,6 +30,7 @@ from tvm_conformer.data.synth import (
     espeak_binary,
     synthesize,
 )
+from tvm_conformer.errors import UserError
 
 SPLITS = ("train", "valid", "test", "test_heldout_voices")
 
@@ -119,12 +120,36 @@ def _write_split(split_dir: Path, rows: list[dict[str, object]], feats: list[np.
     )
 
 
-def load_split(out_dir: str | Path, split: str) -> list[tuple[np.ndarray, str, str]]:
-    """(feats (T, N_MELS) float32, text, id) for every utterance of a split's feature cache."""
-    with np.load(Path(out_dir) / split / "feats.npz") as data:
+def load_split(
+    out_dir: str | Path, split: str, dtype: type = np.float32
+) -> list[tuple[np.ndarray, str, str]]:
+    """(feats (T, N_MELS), text, id) for every utterance of a split's feature cache.
+
+    dtype float32 copies each utterance; float16 (the cache's own) gives views into one array.
+    A split written in parts (`<split>/part-NNN/feats.npz`, the open corpus's train split) is
+    the concatenation of its complete parts, in order.
+    """
+    split_dir = Path(out_dir) / split
+    parts = sorted(p for p in split_dir.glob("part-*[0-9]") if (p / "feats.npz").is_file())
+    if parts and not (split_dir / "feats.npz").is_file():
+        return [u for p in parts for u in load_split(p.parent, p.name, dtype)]
+    path = split_dir / "feats.npz"
+    if not path.is_file():
+        raise UserError(f"{path} not found: build the dataset with `tvm-conformer make-data "
+                        f"--out {out_dir}` (or pass --data DIR)")
+    with np.load(path) as data:
         feats, offsets = data["feats"], data["offsets"]
         texts, ids = data["texts"].tolist(), data["ids"].tolist()
     return [
-        (feats[offsets[i] : offsets[i + 1]].astype(np.float32), texts[i], ids[i])
+        (feats[offsets[i] : offsets[i + 1]].astype(dtype, copy=False), texts[i], ids[i])
         for i in range(len(ids))
     ]
+
+
+def dataset_fbank(out_dir: str | Path) -> dict | None:
+    """The fbank options a dataset's feature cache was computed with (its info.json), or None
+    for datasets without one (the template corpus: the legacy options)."""
+    info = Path(out_dir) / "info.json"
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text()).get("fbank")

@@ -51,6 +51,7 @@ from tvm_conformer.data.engines import (
 )
 from tvm_conformer.data.synth import HELD_OUT_VOICES, TRAIN_VOICES, espeak_binary, synthesize
 from tvm_conformer.data.text import fortune_sentences
+from tvm_conformer.errors import UserError
 
 OPEN_SPLITS = ("valid", "train", "test_unseen", "test_heldout_voices", "test_heldout_synth",
                "test_general", "test_grammar")
@@ -62,6 +63,7 @@ GRAMMAR_SHARE = 0.55  # of training sentences; the rest are fortunes
 EMPTY_SHARE = 0.025
 TYPICAL_SPEECH_POWER = 0.05**2  # reference level for noise-only recordings
 BATCH = 24  # recordings per worker job (festival speaks a batch in one process)
+PART = 1000  # the train split is written in parts of this many recordings (dataset.load_split)
 
 
 @dataclass
@@ -266,37 +268,79 @@ def text_stats(specs: dict[str, list[Spec]]) -> dict:
     return out
 
 
+def _existing(out: Path, split: str, specs: list[Spec]) -> int:
+    """Recordings of a split already complete on disk (an interrupted build resumes there)."""
+    if split != "train":
+        return len(specs) if (out / split / "feats.npz").is_file() else 0
+    return sum(min(PART, len(specs) - i) for i in range(0, len(specs), PART)
+               if (out / split / f"part-{i // PART:03d}" / "feats.npz").is_file())
+
+
+def _hours(out: Path, split: str) -> float:
+    rows = [json.loads(line) for line in (out / split / "manifest.jsonl").read_text().splitlines()
+            if line.strip()]
+    return sum(float(r["seconds"]) for r in rows) / 3600
+
+
 def build_open_dataset(
     out_dir: str | Path, n_train: int = 16000, n_valid: int = 400, n_test: int = 300,
     seed: int = 0, workers: int = 2, progress: bool = True, fbank: dict | None = None,
 ) -> dict:
     """Write every split of OPEN_SPLITS under out_dir and `info.json` (fbank options, hours,
-    text statistics); returns the info. Independent of `workers`."""
+    text statistics); returns the info. Independent of `workers`. The train split is written
+    in parts of PART recordings (a trainer can start on the first parts); a build interrupted
+    and started again with the same arguments keeps the complete splits and parts. The plan
+    of a larger n_train extends that of a smaller one (the same first recordings)."""
     espeak_binary(), festival_binary(), flite_binary()
     fbank = dict(SHERPA_FBANK if fbank is None else fbank)
     out = Path(out_dir)
     specs = plan(seed, n_train, n_valid, n_test)
-    info = {"corpus": "open", "seed": seed, "fbank": fbank, "text": text_stats(specs), "splits": {}}
+    info = {"corpus": "open", "seed": seed, "fbank": fbank, "sizes": [n_train, n_valid, n_test],
+            "train_parts": -(-n_train // PART), "text": text_stats(specs), "splits": {}}
     out.mkdir(parents=True, exist_ok=True)
+    old = out / "info.json"
+    if old.is_file():
+        prev = json.loads(old.read_text())
+        if (prev.get("seed"), prev.get("fbank"), prev.get("sizes", [None] * 3)[1:]) != (
+                seed, fbank, [n_valid, n_test]):
+            raise UserError(f"{out} holds another corpus (seed, fbank or sizes differ); "
+                            "pick another --out or delete it")
+        info["splits"] = {k: v for k, v in prev.get("splits", {}).items() if k != "train"}
     (out / "info.json").write_text(json.dumps(info, indent=1))
+    done = {split: _existing(out, split, specs[split]) for split in OPEN_SPLITS}
     total = sum(len(v) for v in specs.values())
     with (
         multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool,
-        tqdm(total=total, unit="utt", disable=not progress, mininterval=30) as bar,
+        tqdm(total=total, initial=sum(done.values()), unit="utt", disable=not progress,
+             mininterval=30) as bar,
     ):
         for split in OPEN_SPLITS:
             (out / split / "wav").mkdir(parents=True, exist_ok=True)
             bar.set_description(split)
-            jobs = [(str(out), specs[split][i : i + BATCH], fbank)
-                    for i in range(0, len(specs[split]), BATCH)]
-            rows, feats = [], []
-            for results in pool.imap(_make_batch, jobs):
-                for row, f in results:
-                    rows.append(row)
-                    feats.append(f)
-                bar.update(len(results))
-            _write_split(out / split, rows, feats)
-            info["splits"][split] = {"utterances": len(rows),
-                                     "hours": round(sum(r["seconds"] for r in rows) / 3600, 3)}
+            n = len(specs[split])
+            parts = range(0, n, PART) if split == "train" else [0]
+            for start in parts:
+                size = PART if split == "train" else n
+                target = out / split / (f"part-{start // PART:03d}" if split == "train" else "")
+                if (target / "feats.npz").is_file():
+                    continue  # written by an earlier, interrupted build of the same plan
+                todo = specs[split][start : start + size]
+                jobs = [(str(out), todo[i : i + BATCH], fbank) for i in range(0, len(todo), BATCH)]
+                rows, feats = [], []
+                for results in pool.imap(_make_batch, jobs):
+                    for row, f in results:
+                        rows.append(row)
+                        feats.append(f)
+                    bar.update(len(results))
+                tmp = target.with_name(target.name + ".tmp") if split == "train" else target
+                tmp.mkdir(parents=True, exist_ok=True)
+                _write_split(tmp, rows, feats)
+                if tmp != target:
+                    tmp.rename(target)  # a part exists only once complete
+            if split == "train":
+                with open(out / split / "manifest.jsonl", "w", encoding="utf-8") as f:
+                    for part in sorted((out / split).glob("part-*[0-9]")):
+                        f.write((part / "manifest.jsonl").read_text())
+            info["splits"][split] = {"utterances": n, "hours": round(_hours(out, split), 3)}
             (out / "info.json").write_text(json.dumps(info, indent=1))
     return info
