@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tvm_conformer.audio.features import N_MELS, SAMPLE_RATE, StreamingFbank, compute_fbank
+from tvm_conformer.audio.features import (
+    LEGACY_FBANK,
+    N_MELS,
+    SAMPLE_RATE,
+    SHERPA_FBANK,
+    StreamingFbank,
+    check_fbank,
+    compute_fbank,
+)
 from tvm_conformer.audio.wav import MIN_SECONDS, load_audio, resample
 from tvm_conformer.errors import UserError
 
@@ -31,12 +39,20 @@ def speech_like(seconds: float, seed: int = 0, sr: int = SAMPLE_RATE) -> np.ndar
     return x.astype(np.float32)
 
 
-def reference_fbank(samples: np.ndarray) -> np.ndarray:
+def reference_fbank(samples: np.ndarray, snip_edges: bool = True,
+                    high_freq: float = 0.0) -> np.ndarray:
     """Straightforward numpy Kaldi fbank: same options as compute_fbank, float64 throughout."""
     x = samples.astype(np.float64) * 32768.0
     sr, length, shift, nfft = SAMPLE_RATE, 400, 160, 512
-    n_frames = 1 + (x.size - length) // shift  # snip_edges=True
-    idx = np.arange(length)[None, :] + shift * np.arange(n_frames)[:, None]
+    if snip_edges:
+        n_frames = 1 + (x.size - length) // shift
+        idx = np.arange(length)[None, :] + shift * np.arange(n_frames)[:, None]
+    else:  # Kaldi: frames centred on i*shift + shift/2, the edges mirrored
+        n_frames = (x.size + shift // 2) // shift
+        idx = (np.arange(length)[None, :] + shift * np.arange(n_frames)[:, None]
+               + shift // 2 - length // 2)
+        idx = np.where(idx < 0, -idx - 1, idx)
+        idx = np.where(idx >= x.size, 2 * x.size - 1 - idx, idx)
     frames = x[idx]
     frames -= frames.mean(axis=1, keepdims=True)  # remove DC offset
     frames[:, 1:] -= 0.97 * frames[:, :-1].copy()  # pre-emphasis; Kaldi: x[0] -= 0.97 x[0]
@@ -47,7 +63,7 @@ def reference_fbank(samples: np.ndarray) -> np.ndarray:
     def mel(f: np.ndarray | float) -> np.ndarray:
         return 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)
 
-    lo, hi = mel(20.0), mel(sr / 2)
+    lo, hi = mel(20.0), mel(high_freq if high_freq > 0 else sr / 2 + high_freq)
     delta = (hi - lo) / (N_MELS + 1)
     fft_mel = mel(np.arange(nfft // 2) * sr / nfft)  # Kaldi leaves out the Nyquist bin
     banks = np.zeros((N_MELS, nfft // 2 + 1))
@@ -82,6 +98,31 @@ def test_matches_independent_numpy_reference() -> None:
     ours, ref = compute_fbank(x), reference_fbank(x)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_sherpa_options_match_the_reference_and_stream() -> None:
+    # the options of new checkpoints (sherpa-onnx's defaults): mirrored edges, 20..7600 Hz
+    x = speech_like(1.5, seed=4)
+    ours = compute_fbank(x, fbank_opts=SHERPA_FBANK)
+    ref = reference_fbank(x, snip_edges=False, high_freq=-400.0)
+    assert ours.shape == ref.shape == ((x.size + 80) // 160, N_MELS)
+    assert np.abs(ours - ref).max() < 1e-3
+    assert np.abs(ours - compute_fbank(x)[:1]).max() > 0.1  # not the legacy features
+    stream, pos, rng = StreamingFbank(SHERPA_FBANK), 0, np.random.default_rng(1)
+    while pos < x.size:
+        n = int(rng.integers(1, 3000))
+        stream.accept_waveform(SAMPLE_RATE, x[pos : pos + n])
+        pos += n
+    stream.input_finished()
+    np.testing.assert_array_equal(stream.get_frames(0, stream.num_frames_ready), ours)
+
+
+def test_fbank_options_are_checked() -> None:
+    assert check_fbank(None) == LEGACY_FBANK
+    with pytest.raises(ValueError, match="unknown fbank options"):
+        check_fbank({"snip_edge": False})
+    with pytest.raises(ValueError, match="high_freq"):
+        check_fbank({"low_freq": 8000.0})
 
 
 def test_compute_fbank_resamples() -> None:

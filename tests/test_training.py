@@ -3,14 +3,16 @@ started from a checkpoint resumes its learning-rate schedule where that one stop
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from tvm_conformer.data.dataset import build_dataset
+from tvm_conformer.errors import UserError
 from tvm_conformer.model import load_checkpoint
-from tvm_conformer.train.trainer import TrainConfig, train
+from tvm_conformer.train.trainer import TrainConfig, resume, train
 
 SMALL = {"d_model": 32, "n_heads": 2, "n_layers": 1, "ffn_ratio": 2, "conv_kernel": 5,
          "chunk_size": 4, "num_left_chunks": 2, "decoder_layers": 1}
@@ -23,10 +25,10 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run(data: Path, out: Path, **kw: object) -> dict:
+def _run(data: Path, out: Path | None, **kw: object) -> dict:
     opts = {"threads": 1, "max_epochs": 3, "lr": 3e-3, "warmup_steps": 4, "batch_frames": 4000,
-            "model": SMALL, **kw}
-    return train(TrainConfig(data_dir=str(data), out=str(out), **opts))
+            "model": SMALL, "out": None if out is None else str(out), **kw}
+    return train(TrainConfig(data_dir=str(data), **opts))
 
 
 @pytest.mark.slow
@@ -47,3 +49,27 @@ def test_training_learns_reproduces_and_resumes(tiny_data: Path, tmp_path: Path)
     assert c["history"][0]["steps"] == saved_at + a["history"][0]["steps"]
     d = _run(tiny_data, tmp_path / "d.pt", init=str(tmp_path / "a.pt"), max_epochs=1, start_step=0)
     assert d["history"][0]["steps"] == a["history"][0]["steps"]
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_bit_identically(tiny_data: Path, tmp_path: Path) -> None:
+    # an uninterrupted run of 14 steps vs one stopped at step 5 (mid-epoch) and resumed
+    opts = {"max_epochs": 6, "save_minutes": 0.0, "log_every": 2}
+    whole = _run(tiny_data, None, run_dir=str(tmp_path / "whole"), max_steps=14, **opts)
+    part = _run(tiny_data, None, run_dir=str(tmp_path / "part"), max_steps=5, **opts)
+    assert part["steps"] == 5 and (tmp_path / "part" / "last.pt").is_file()
+    with pytest.raises(UserError, match="--resume"):
+        _run(tiny_data, None, run_dir=str(tmp_path / "part"), max_steps=5, **opts)
+    resumed = resume(tmp_path / "part", max_steps=14)
+    assert resumed["steps"] == whole["steps"] == 14 and resumed["run_steps"] == 9
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = [json.loads(x) for x in (tmp_path / "part" / "progress.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["event"] == "train"] == [2, 4, 6, 8, 10, 12, 14]
+    assert load_checkpoint(tmp_path / "part" / "best.pt")[1]["valid_wer"] >= 0
+
+
+def test_resume_needs_a_run(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="nothing to resume"):
+        resume(tmp_path)

@@ -1,12 +1,23 @@
-"""CTC + AED multitask training with dynamic chunk sizes, on CPU, in a time budget."""
+"""CTC + AED multitask training with dynamic chunk sizes, on CPU, in a time budget.
+
+With `run_dir`, a run is resumable: every `save_minutes` (and when it stops) the whole state
+(weights, optimizer, step, position in the epoch, random states, history) is written atomically
+to `<run_dir>/last.pt`, the best checkpoint by validation WER to `<run_dir>/best.pt`, and one
+JSON line per `log_every` steps to `<run_dir>/progress.jsonl`; `resume(run_dir)` continues the
+run exactly where it stopped (bit-identical to an uninterrupted run), its time budget counting
+the minutes already spent.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import jiwer
@@ -15,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tvm_conformer.data.dataset import load_split
+from tvm_conformer.audio.features import check_fbank
+from tvm_conformer.data.dataset import dataset_fbank, load_split
 from tvm_conformer.decode.ctc import ctc_greedy
+from tvm_conformer.errors import UserError
 from tvm_conformer.model import (
     CharTokenizer,
     ConformerASR,
@@ -49,6 +62,13 @@ class TrainConfig:
     init: str | None = None  # continue from this checkpoint (weights and CMVN; fresh optimizer)
     # the learning-rate schedule resumes here; None: where `init` stopped (its last step), or 0
     start_step: int | None = None
+    run_dir: str | None = None  # resumable run: last.pt, best.pt, progress.jsonl (module doc)
+    save_minutes: float = 10.0  # how often last.pt is written
+    valid_every: int | None = None  # also validate (and keep the best) every N steps
+    log_every: int = 50  # steps per progress line
+    max_steps: int | None = None  # stop after this many steps of this run (schedule step)
+    bf16: bool = False  # bfloat16 autocast for the forward pass (CPU AMX/AVX-512-BF16)
+    valid_each_epoch: bool = True  # validate at the end of every epoch
 
 
 def _batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
@@ -86,7 +106,7 @@ def _collate(items, idx, tok: CharTokenizer):
     feats = [torch.from_numpy(np.asarray(items[i][0], dtype=np.float32)) for i in idx]
     lens = torch.tensor([f.shape[0] for f in feats])
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-    ys = [torch.tensor(tok.encode(items[i][1])) for i in idx]
+    ys = [torch.tensor(tok.encode(items[i][1]), dtype=torch.long) for i in idx]
     return x, lens, ys
 
 
@@ -115,56 +135,191 @@ def evaluate_wer(model: ConformerASR, items, tok: CharTokenizer, batch_frames: i
     return jiwer.wer(refs, hyps)
 
 
-def train(cfg: TrainConfig) -> dict:
+def _cmvn(items) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and inverse std of all training frames, accumulated in float64."""
+    n, s1, s2 = 0, 0.0, 0.0
+    for f, _, _ in items:
+        x = np.asarray(f, dtype=np.float64)
+        n, s1, s2 = n + len(x), s1 + x.sum(0), s2 + (x**2).sum(0)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+    return mean.astype(np.float32), (1.0 / (std + 1e-5)).astype(np.float32)
+
+
+def _expected_train(data_dir: str) -> int:
+    """Train recordings a dataset will hold when complete (its info.json; 0 if unknown)."""
+    info = Path(data_dir) / "info.json"
+    if not info.is_file():
+        return 0
+    return int((json.loads(info.read_text()).get("sizes") or [0])[0])
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_best(model: ConformerASR, out: Path, meta: dict) -> None:
+    save_checkpoint(model, out, meta)  # atomic
+
+
+def _log(run_dir: Path | None, entry: dict) -> None:
+    line = json.dumps(entry)
+    print(line, flush=True)
+    if run_dir is not None:
+        with open(run_dir / "progress.jsonl", "a") as f:
+            f.write(line + "\n")
+
+
+def resume(run_dir: str | Path, max_minutes: float | None = None,
+           max_steps: int | None = None) -> dict:
+    """Continue the run in run_dir from its last.pt; `max_minutes` (total, including the
+    minutes already spent) and `max_steps` override the saved budget."""
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        raise UserError(f"{last} not found: nothing to resume; start a run with "
+                        f"`tvm-conformer train --run-dir {run_dir}`")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**state["train_config"])
+    cfg.chunk_choices, cfg.left_choices = tuple(cfg.chunk_choices), tuple(cfg.left_choices)
+    if max_minutes is not None:
+        cfg.max_minutes = max_minutes
+    if max_steps is not None:
+        cfg.max_steps = max_steps
+    cfg.run_dir = str(run_dir)
+    return train(cfg, _state=state)
+
+
+def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     torch.set_num_threads(cfg.threads)
     tok = CharTokenizer()
-    train_items = load_split(cfg.data_dir, "train")
-    valid_items = load_split(cfg.data_dir, "valid")
-    mcfg = ModelConfig(**{"subsampling": cfg.subsampling, "vocab_size": tok.vocab_size, **cfg.model})
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if _state is None and (run_dir / "last.pt").exists():
+            raise UserError(f"{run_dir} already holds a run: resume it with "
+                            f"`tvm-conformer train --resume {run_dir}`, or pick another --run-dir")
+    out = Path(cfg.out) if cfg.out else (
+        run_dir / "best.pt" if run_dir is not None else new_run_checkpoint(cfg.subsampling))
+    fbank = dataset_fbank(cfg.data_dir)
+    expected = _expected_train(cfg.data_dir)
+    train_items = load_split(cfg.data_dir, "train", np.float16)
+    valid_items = load_split(cfg.data_dir, "valid", np.float16)
+    mcfg = ModelConfig(**{"subsampling": cfg.subsampling, "vocab_size": tok.vocab_size,
+                          "fbank": fbank, **cfg.model})
     first_step = cfg.start_step or 0
-    if cfg.init:
+    if _state is not None:
+        model = ConformerASR(ModelConfig(**_state["model_config"]))
+        model.load_state_dict(_state["model"])
+        mcfg = model.cfg
+    elif cfg.init:
         model, init_meta = load_checkpoint(cfg.init)
         mcfg = model.cfg
         if cfg.start_step is None:
             first_step = (init_meta.get("history") or [{}])[-1].get("steps", 0)
     else:
         model = ConformerASR(mcfg)
-        all_feats = np.concatenate([np.asarray(f, dtype=np.float32) for f, _, _ in train_items])
-        model.encoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(0)))
-        model.encoder.feat_istd.copy_(torch.from_numpy(1.0 / (all_feats.std(0) + 1e-5)))
-        del all_feats
+        mean, istd = _cmvn(train_items)
+        model.encoder.feat_mean.copy_(torch.from_numpy(mean))
+        model.encoder.feat_istd.copy_(torch.from_numpy(istd))
+    if mcfg.fbank_options != check_fbank(fbank):
+        raise UserError(f"{cfg.data_dir} has features computed with fbank options "
+                        f"{check_fbank(fbank)}, the model was trained on {mcfg.fbank_options}: "
+                        "continue on a dataset built with the model's options")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
     lengths = [len(f) for f, _, _ in train_items]
-    steps_per_epoch = len(_batches(lengths, cfg.batch_frames, random.Random(0)))
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / cfg.warmup_steps)
         return cfg.lr * warm * min(1.0, math.sqrt(cfg.warmup_steps / (step + 1)))
 
-    start = time.time()
-    step, best_wer, history = first_step, math.inf, []
-    out = Path(cfg.out or new_run_checkpoint(cfg.subsampling))
+    step, best_wer, history, spent = first_step, math.inf, [], 0.0
+    epoch0, batch0, order, total, n_in_epoch = 0, 0, None, 0.0, 0
+    if _state is not None:
+        opt.load_state_dict(_state["opt"])
+        step, best_wer, history = _state["step"], _state["best_wer"], _state["history"]
+        spent, epoch0, batch0 = _state["minutes"], _state["epoch"], _state["batch"]
+        order, total, n_in_epoch = _state["order"], _state["epoch_loss"], _state["epoch_steps"]
+        rng.setstate(_state["py_rng"])
+        torch.set_rng_state(_state["torch_rng"])
+    run_start_step = step
+    start = time.time() - spent * 60
     out.parent.mkdir(parents=True, exist_ok=True)
-    for epoch in range(cfg.max_epochs):
+    last_save = time.time()
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16
+                else contextlib.nullcontext())
+
+    def minutes() -> float:
+        return (time.time() - start) / 60
+
+    def save_state(epoch: int, batch: int, order_now: list) -> None:
+        if run_dir is None:
+            return
+        _atomic_save({
+            "train_config": asdict(cfg), "model_config": mcfg.to_dict(),
+            "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+            "best_wer": best_wer, "history": history, "minutes": minutes(), "epoch": epoch,
+            "batch": batch, "order": order_now, "epoch_loss": total, "epoch_steps": n_in_epoch,
+            "py_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+        }, run_dir / "last.pt")
+
+    def validate(epoch: int, loss: float) -> None:
+        nonlocal best_wer
+        wer = evaluate_wer(model, valid_items, tok)
         model.train()
-        bar = tqdm(_batches(lengths, cfg.batch_frames, rng), desc=f"epoch {epoch}", total=steps_per_epoch)
-        total = 0.0
-        for idx in bar:
+        history.append({"epoch": epoch, "steps": step, "loss": loss, "valid_wer": wer,
+                        "minutes": minutes()})
+        _log(run_dir, {"event": "valid", **history[-1]})
+        if wer < best_wer:
+            best_wer = wer
+            meta = {"train_config": asdict(cfg), "history": history, "valid_wer": wer,
+                    "train_minutes": minutes()}
+            _save_best(model, out, meta)
+
+    def out_of_budget() -> bool:
+        return minutes() > cfg.max_minutes or (
+            cfg.max_steps is not None and step >= cfg.max_steps)
+
+    stopped = False
+    window, window_ctc, window_t = [], [], time.time()
+    for epoch in range(epoch0, cfg.max_epochs):
+        model.train()
+        if order is None and expected > len(train_items):  # the corpus is still being written
+            grown = load_split(cfg.data_dir, "train", np.float16)
+            if len(grown) > len(train_items):
+                _log(run_dir, {"event": "data", "train_utterances": len(grown), "step": step})
+                train_items, lengths = grown, [len(f) for f, _, _ in grown]
+        if order is None:
+            order = _batches(lengths, cfg.batch_frames, rng)
+            total, n_in_epoch = 0.0, 0
+        bar = tqdm(order[batch0:], desc=f"epoch {epoch}", total=len(order) - batch0,
+                   disable=run_dir is not None and not sys.stderr.isatty())
+        for b, idx in enumerate(bar, start=batch0):
+            if out_of_budget():
+                stopped = True
+                validate(epoch, total / max(1, len(order)))  # partial epoch: loss not comparable
+                save_state(epoch, b, order)
+                break
             x, lens, ys = _collate(train_items, idx, tok)
             if cfg.spec_augment:
                 x = _spec_augment(x, rng)
             chunk, left = rng.choice(cfg.chunk_choices), rng.choice(cfg.left_choices)
-            lp, out_lens, enc = model(x, lens, chunk, left)
+            with autocast:
+                lp, out_lens, enc = model(x, lens, chunk, left)
+                aed = None
+                if model.decoder is not None and cfg.ctc_weight < 1.0:
+                    aed = _aed_loss(model, enc, out_lens, ys, tok, cfg.label_smoothing)
             target_lens = torch.tensor([len(y) for y in ys])
             ctc = F.ctc_loss(
-                lp.transpose(0, 1), torch.cat(ys), out_lens, target_lens, blank=tok.blank,
-                zero_infinity=True,
+                lp.float().transpose(0, 1), torch.cat(ys), out_lens, target_lens,
+                blank=tok.blank, zero_infinity=True,
             )
             loss = cfg.ctc_weight * ctc
-            if model.decoder is not None and cfg.ctc_weight < 1.0:
-                loss = loss + (1 - cfg.ctc_weight) * _aed_loss(model, enc, out_lens, ys, tok, cfg.label_smoothing)
+            if aed is not None:
+                loss = loss + (1 - cfg.ctc_weight) * aed.float()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             opt.zero_grad()
@@ -172,19 +327,34 @@ def train(cfg: TrainConfig) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             step += 1
-            total += float(loss)
-            bar.set_postfix(loss=f"{float(loss):.3f}", ctc=f"{float(ctc):.3f}")
-            if (time.time() - start) / 60 > cfg.max_minutes:
-                break
-        wer = evaluate_wer(model, valid_items, tok)
-        minutes = (time.time() - start) / 60
-        history.append({"epoch": epoch, "steps": step, "loss": total / max(1, len(bar)), "valid_wer": wer, "minutes": minutes})
-        print(json.dumps(history[-1]), flush=True)
-        if wer < best_wer:
-            best_wer = wer
-            meta = {"train_config": {k: v for k, v in vars(cfg).items()}, "history": history,
-                    "valid_wer": wer, "train_minutes": minutes}
-            save_checkpoint(model, out, meta)
-        if minutes > cfg.max_minutes:
+            n_in_epoch += 1
+            total += loss.item()
+            window.append(loss.item())
+            window_ctc.append(ctc.item())
+            bar.set_postfix(loss=f"{window[-1]:.3f}", ctc=f"{window_ctc[-1]:.3f}")
+            if step % cfg.log_every == 0:
+                now = time.time()
+                _log(run_dir, {
+                    "event": "train", "step": step, "epoch": epoch, "batch": b + 1,
+                    "batches": len(order), "loss": round(sum(window) / len(window), 4),
+                    "ctc": round(sum(window_ctc) / len(window_ctc), 4),
+                    "lr": round(lr_at(step), 6), "minutes": round(minutes(), 2),
+                    "sec_per_step": round((now - window_t) / len(window), 3),
+                })
+                window, window_ctc, window_t = [], [], now
+            if cfg.valid_every and step % cfg.valid_every == 0:
+                validate(epoch, total / max(1, n_in_epoch))
+            if time.time() - last_save > cfg.save_minutes * 60:
+                save_state(epoch, b + 1, order)
+                last_save = time.time()
+        if stopped:
             break
-    return {"best_valid_wer": best_wer, "minutes": (time.time() - start) / 60, "steps": step, "history": history}
+        if cfg.valid_each_epoch:
+            validate(epoch, total / max(1, len(order)))
+        order, batch0 = None, 0
+        save_state(epoch + 1, 0, None)
+        last_save = time.time()
+        if out_of_budget():
+            break
+    return {"best_valid_wer": best_wer, "minutes": minutes(), "steps": step,
+            "run_steps": step - run_start_step, "history": history}

@@ -1,0 +1,108 @@
+"""The open-vocabulary corpus: disjoint texts, held-out voices and synthesizer, recordings
+shaped like real ones, augmentation that does what it says, and a resumable build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvm_conformer.audio.features import SAMPLE_RATE, SHERPA_FBANK
+from tvm_conformer.data import grammar, open_corpus
+from tvm_conformer.data.augment import (
+    apply_gain,
+    assemble,
+    reverberate,
+    room_impulse,
+    speed_perturb,
+)
+from tvm_conformer.data.corpus import ALPHABET
+from tvm_conformer.data.dataset import dataset_fbank, load_split
+from tvm_conformer.data.engines import FLITE_VOICES
+from tvm_conformer.data.synth import HELD_OUT_VOICES
+from tvm_conformer.data.text import fortune_sentences
+from tvm_conformer.errors import UserError
+
+needs_fortunes = pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file(),
+                                    reason="apt-get install fortunes")
+
+
+def test_grammars_share_no_template() -> None:
+    train = {t for ts in grammar.TRAIN_TEMPLATES.values() for t in ts}
+    unseen = {t for ts in grammar.UNSEEN_TEMPLATES.values() for t in ts}
+    assert len(train) > 200 and len(unseen) > 60 and not train & unseen
+
+
+@needs_fortunes
+def test_plan_keeps_test_text_out_of_training() -> None:
+    specs = open_corpus.plan(0, 400, 40, 30)
+    train_sentences = {t for s in specs["train"] for t in s.texts}
+    for split in ("test_unseen", "test_general", "test_grammar"):
+        tests = {s.text for s in specs[split]}
+        assert len(tests) == 30 and not tests & train_sentences, split
+    assert {s.text for s in specs["test_heldout_synth"]} == {s.text for s in specs["test_unseen"]}
+    assert {s.engine for s in specs["test_heldout_synth"]} == {"flite"}
+    assert all(s.engine != "flite" for s in specs["train"] + specs["valid"])
+    assert {s.voice for s in specs["test_heldout_voices"]} <= set(HELD_OUT_VOICES)
+    assert not {s.voice for s in specs["train"]} & (set(HELD_OUT_VOICES) | set(FLITE_VOICES) - {"slt"})
+    engines = {s.engine for s in specs["train"]}
+    assert {"espeak", "festival", "none"} <= engines  # none: silence or noise alone
+    assert any(len(s.texts) > 1 and s.gaps for s in specs["train"])  # pauses, several sentences
+    assert max(s.lead for s in specs["train"]) > 1.5  # long silences occur
+    assert all(set(s.text) <= set(ALPHABET) for v in specs.values() for s in v)
+    # a larger plan extends a smaller one (a corpus can grow)
+    bigger = open_corpus.plan(0, 800, 40, 30)
+    assert [s.text for s in bigger["train"][:400]] == [s.text for s in specs["train"]]
+
+
+@needs_fortunes
+def test_fortunes_are_normalized_and_split_disjointly(tmp_path: Path) -> None:
+    parts = fortune_sentences()
+    assert len(parts["train"]) > 5000 and len(parts["test"]) > 100
+    assert not set(parts["train"]) & set(parts["test"])
+    with pytest.raises(UserError, match="apt-get install fortunes"):
+        fortune_sentences(tmp_path)
+
+
+def test_augmentation() -> None:
+    rng = np.random.default_rng(0)
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    fast = speed_perturb(tone, 1.1)
+    assert abs(fast.size - SAMPLE_RATE / 1.1) < 2
+    h = room_impulse(0.5, rng)
+    assert h[0] == 1.0 and np.abs(h[int(0.45 * SAMPLE_RATE):]).max() < 0.01  # ~60 dB down
+    wet = reverberate(tone, 0.5, rng)
+    assert wet.size == tone.size and abs(np.sqrt(np.mean(wet**2)) - np.sqrt(0.5)) < 1e-3
+    audio, spans = assemble([tone, tone[:800]], [0.5], lead=1.0, trail=0.25)
+    assert spans == [(16000, 32000), (40000, 40800)] and audio.size == 40800 + 4000
+    assert not audio[:16000].any() and not audio[32000:40000].any()
+    loud, gain = apply_gain(audio * 3, 6.0)
+    assert np.abs(loud).max() <= 0.99 + 1e-6 and gain < 0
+
+
+@needs_fortunes
+@pytest.mark.slow
+def test_build_is_resumable_and_records_its_features(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(open_corpus, "PART", 8)
+    out = tmp_path / "c"
+    info = open_corpus.build_open_dataset(out, n_train=20, n_valid=3, n_test=3, workers=1,
+                                          progress=False)
+    assert info["splits"]["train"]["utterances"] == 20 and info["fbank"] == SHERPA_FBANK
+    assert dataset_fbank(out) == SHERPA_FBANK
+    first = load_split(out, "train")
+    assert [u[2] for u in first] == [f"train-{i:06d}" for i in range(20)]
+    rows = [json.loads(line) for line in (out / "train" / "manifest.jsonl").read_text().splitlines()]
+    for row, (feats, text, _) in zip(rows, first, strict=True):
+        assert row["text"] == text
+        assert abs(len(feats) - row["seconds"] * 100) <= 1  # snip_edges false: 100 frames/s
+    shutil.rmtree(out / "train" / "part-001")  # as if the build had stopped there
+    open_corpus.build_open_dataset(out, n_train=20, n_valid=3, n_test=3, workers=1, progress=False)
+    again = load_split(out, "train")
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, again, strict=True))
+    with pytest.raises(UserError, match="another corpus"):
+        open_corpus.build_open_dataset(out, n_train=20, n_valid=3, n_test=3, seed=1,
+                                       progress=False)
