@@ -106,3 +106,31 @@ def test_build_is_resumable_and_records_its_features(tmp_path: Path,
     with pytest.raises(UserError, match="another corpus"):
         open_corpus.build_open_dataset(out, n_train=20, n_valid=3, n_test=3, seed=1,
                                        progress=False)
+
+
+@needs_fortunes
+@pytest.mark.slow
+def test_open_suite_runs_every_split_and_streaming_test(tmp_path: Path) -> None:
+    import torch
+
+    from tvm_conformer.evaluate import OPEN_TEST_SPLITS, open_suite
+    from tvm_conformer.model import ConformerASR, ModelConfig
+    from tvm_conformer.runtime.backend import TorchBackend
+
+    out = tmp_path / "c"
+    open_corpus.build_open_dataset(out, n_train=4, n_valid=2, n_test=4, workers=1, progress=False)
+    torch.manual_seed(0)
+    model = ConformerASR(ModelConfig(d_model=32, n_heads=2, n_layers=1, ffn_ratio=2,
+                                     conv_kernel=5, decoder_layers=0, fbank=SHERPA_FBANK)).eval()
+    res = {r["name"]: r for r in open_suite(TorchBackend(model), out, limit=4,
+                                            stream_minutes=0.25, progress=False)}
+    assert set(OPEN_TEST_SPLITS) <= set(res)
+    refs = res["test_unseen_alone"]["references"]
+    assert res["test_unseen"]["references"] == refs == res["pad_3s_noise_floor"]["references"]
+    assert res["pairs_1.5s_pause"]["references"] == [f"{refs[0]} {refs[1]}", f"{refs[2]} {refs[3]}"]
+    stream = res["stream_0.25min"]
+    assert stream["audio_seconds"] >= 15 and stream["sentences"] > 4
+    assert stream["references"][0].startswith(" ".join(refs))
+    assert {"silence_3s", "white_noise_3s_-60dBFS"} <= set(res)
+    if Path("/usr/share/sounds/alsa/Front_Left.wav").is_file():
+        assert res["real_alsa"]["utterances"] == 8

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         model=json.loads(args.model_config), init=args.init, start_step=args.start_step,
         chunk_choices=_ints(args.chunk_choices), left_choices=_ints(args.left_choices),
         run_dir=args.run_dir, save_minutes=args.save_minutes, valid_every=args.valid_every,
-        max_steps=args.max_steps, bf16=args.bf16, batch_frames=args.batch_frames,
-        warmup_steps=args.warmup_steps,
+        max_steps=args.max_steps, bf16=args.bf16, log_every=args.log_every, batch_frames=args.batch_frames,
+        warmup_steps=args.warmup_steps, valid_each_epoch=args.valid_every is None,
     )
     print(f"writing the checkpoint to {out or Path(args.run_dir) / 'best.pt'}", flush=True)
     result = train(cfg)

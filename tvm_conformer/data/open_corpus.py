@@ -285,12 +285,14 @@ def _hours(out: Path, split: str) -> float:
 def build_open_dataset(
     out_dir: str | Path, n_train: int = 16000, n_valid: int = 400, n_test: int = 300,
     seed: int = 0, workers: int = 2, progress: bool = True, fbank: dict | None = None,
+    order: tuple[str, ...] = OPEN_SPLITS,
 ) -> dict:
     """Write every split of OPEN_SPLITS under out_dir and `info.json` (fbank options, hours,
     text statistics); returns the info. Independent of `workers`. The train split is written
     in parts of PART recordings (a trainer can start on the first parts); a build interrupted
     and started again with the same arguments keeps the complete splits and parts. The plan
-    of a larger n_train extends that of a smaller one (the same first recordings)."""
+    of a larger n_train extends that of a smaller one (the same first recordings). `order`:
+    the order the splits are written in (the content does not depend on it)."""
     espeak_binary(), festival_binary(), flite_binary()
     fbank = dict(SHERPA_FBANK if fbank is None else fbank)
     out = Path(out_dir)
@@ -314,7 +316,7 @@ def build_open_dataset(
         tqdm(total=total, initial=sum(done.values()), unit="utt", disable=not progress,
              mininterval=30) as bar,
     ):
-        for split in OPEN_SPLITS:
+        for split in order:
             (out / split / "wav").mkdir(parents=True, exist_ok=True)
             bar.set_description(split)
             n = len(specs[split])

@@ -284,7 +284,7 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
             cfg.max_steps is not None and step >= cfg.max_steps)
 
     stopped = False
-    window, window_ctc, window_t = [], [], time.time()
+    window, window_ctc, window_t, window_cpu = [], [], time.time(), time.process_time()
     for epoch in range(epoch0, cfg.max_epochs):
         model.train()
         if order is None and expected > len(train_items):  # the corpus is still being written
@@ -340,8 +340,9 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
                     "ctc": round(sum(window_ctc) / len(window_ctc), 4),
                     "lr": round(lr_at(step), 6), "minutes": round(minutes(), 2),
                     "sec_per_step": round((now - window_t) / len(window), 3),
+                    "cpu_sec_per_step": round((time.process_time() - window_cpu) / len(window), 3),
                 })
-                window, window_ctc, window_t = [], [], now
+                window, window_ctc, window_t, window_cpu = [], [], now, time.process_time()
             if cfg.valid_every and step % cfg.valid_every == 0:
                 validate(epoch, total / max(1, n_in_epoch))
             if time.time() - last_save > cfg.save_minutes * 60:
