@@ -108,3 +108,14 @@ def test_without_an_opencl_platform_the_check_says_not_run(artifacts, tmp_path: 
     out = subprocess.run([sys.executable, "-c", code, str(art)], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("None not run: no OpenCL platform here"), out
+
+
+def test_integer_inputs_are_seeded_in_range():
+    """A contract model's `offset` and `take` indices are int64: seeded in [0, 1], in range for
+    any gathered axis (before, such kernels were refused and the contract Mali build failed)."""
+    import numpy as np
+
+    from tvm_conformer.verify.opencl_run import _seeded_input
+
+    x = _seeded_input("offset", [64], "int64", np.random.default_rng(0))
+    assert x.dtype == np.int64 and set(np.unique(x)) == {0, 1}

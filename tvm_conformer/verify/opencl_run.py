@@ -100,6 +100,10 @@ def _seeded_input(name: str, shape: list[int], dtype: str, rng: np.random.Genera
         return rng.uniform(*FP16_INPUTS, shape).astype(dtype)
     if dtype.startswith("float"):
         return rng.uniform(-1, 1, shape).astype(dtype)
+    if dtype.startswith(("int", "uint")):
+        # positions (a contract model's `offset`) and gather indices (`take`): 0 and 1 are in
+        # range for any axis of extent >= 2, which every gathered axis of a step has
+        return rng.integers(0, 2, shape).astype(dtype)
     raise ValueError(f"input {name} is {dtype}: no known value range")
 
 
