@@ -76,19 +76,25 @@ def reference_fbank(samples: np.ndarray, snip_edges: bool = True,
     return np.log(np.maximum(power @ banks.T, np.finfo(np.float32).eps))
 
 
+def _stream_in_random_pieces(x: np.ndarray, rng: np.random.Generator, longest: int,
+                             fbank_opts: dict | None = None) -> np.ndarray:
+    """`x` through `StreamingFbank` in pieces of 1 .. `longest` - 1 samples: every frame."""
+    stream, pos = StreamingFbank(fbank_opts), 0
+    while pos < x.size:
+        n = int(rng.integers(1, longest))
+        stream.accept_waveform(SAMPLE_RATE, x[pos : pos + n])
+        pos += n
+    stream.input_finished()
+    return stream.get_frames(0, stream.num_frames_ready)
+
+
 def test_streaming_equals_batch_for_random_pieces() -> None:
     x = speech_like(2.0, seed=1)
     batch = compute_fbank(x)
     assert batch.shape == (1 + (x.size - 400) // 160, N_MELS) and batch.dtype == np.float32
     rng = np.random.default_rng(0)
     for _ in range(3):
-        stream, pos = StreamingFbank(), 0
-        while pos < x.size:
-            n = int(rng.integers(1, 2000))
-            stream.accept_waveform(SAMPLE_RATE, x[pos : pos + n])
-            pos += n
-        stream.input_finished()
-        np.testing.assert_array_equal(stream.get_frames(0, stream.num_frames_ready), batch)
+        np.testing.assert_array_equal(_stream_in_random_pieces(x, rng, 2000), batch)
 
 
 def test_matches_independent_numpy_reference() -> None:
@@ -108,13 +114,8 @@ def test_sherpa_options_match_the_reference_and_stream() -> None:
     assert ours.shape == ref.shape == ((x.size + 80) // 160, N_MELS)
     assert np.abs(ours - ref).max() < 1e-3
     assert np.abs(ours - compute_fbank(x)[:1]).max() > 0.1  # not the legacy features
-    stream, pos, rng = StreamingFbank(SHERPA_FBANK), 0, np.random.default_rng(1)
-    while pos < x.size:
-        n = int(rng.integers(1, 3000))
-        stream.accept_waveform(SAMPLE_RATE, x[pos : pos + n])
-        pos += n
-    stream.input_finished()
-    np.testing.assert_array_equal(stream.get_frames(0, stream.num_frames_ready), ours)
+    streamed = _stream_in_random_pieces(x, np.random.default_rng(1), 3000, SHERPA_FBANK)
+    np.testing.assert_array_equal(streamed, ours)
 
 
 def test_fbank_options_are_checked() -> None:

@@ -25,8 +25,9 @@ def contract_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[
     return {s.name: cm.write(s, root / s.name) for s in cm.SPECS}
 
 
-def sherpa_decode(model: Path, tokens: Path, spec: cm.Spec, audio: Path) -> tuple[str, list[int]]:
-    """sherpa-onnx's own streaming recognizer, fed as its examples do (0.66 s of silence)."""
+def sherpa_decode(model: Path, tokens: Path, spec: cm.Spec, audio: Path):  # noqa: ANN201
+    """sherpa-onnx's own streaming recognizer, fed as its examples do (0.66 s of silence):
+    its text and its full result (tokens, timestamps)."""
     import sherpa_onnx
 
     rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
@@ -39,8 +40,7 @@ def sherpa_decode(model: Path, tokens: Path, spec: cm.Spec, audio: Path) -> tupl
     s.input_finished()
     while rec.is_ready(s):
         rec.decode_stream(s)
-    res = rec.get_result_all(s)
-    return rec.get_result(s), list(res.tokens)
+    return rec.get_result(s), rec.get_result_all(s)
 
 
 @pytest.mark.parametrize("spec", cm.SPECS, ids=lambda s: s.name)
@@ -65,8 +65,8 @@ def test_exporter_writes_what_the_torch_module_computes(spec: cm.Spec, contract_
 @pytest.mark.parametrize("spec", cm.SPECS, ids=lambda s: s.name)
 def test_sherpa_onnx_loads_and_decodes_them(spec: cm.Spec, contract_files) -> None:
     model, tokens = contract_files[spec.name]
-    text, toks = sherpa_decode(model, tokens, spec, RECORDINGS[0])
-    assert toks, "random weights still emit tokens (the CTC layer is scaled up)"
+    text, res = sherpa_decode(model, tokens, spec, RECORDINGS[0])
+    assert list(res.tokens), "random weights still emit tokens (the CTC layer is scaled up)"
     assert text
 
 
@@ -200,30 +200,13 @@ def test_tvm_equals_onnx_runtime_per_chunk_and_sherpa_onnx_text(
             assert a.shape == (spec.chunk, spec.vocab)
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=f"{audio.name} chunk {i}")
         assert s_tvm.frames == s_ort.frames  # greedy picks, frame by frame
-        text, toks = sherpa_decode(model, tokens, spec, audio)
-        sherpa = sherpa_result(model, tokens, spec, audio)
+        text, sherpa = sherpa_decode(model, tokens, spec, audio)
         assert rec.get_result(s_tvm) == text
         # sherpa-onnx's token strings: a leading "▁" is a space
         assert [rec.spec.tokens[t].replace("▁", " ", 1) if rec.spec.tokens[t].startswith("▁")
-                else rec.spec.tokens[t] for t in s_tvm.tokens] == toks
+                else rec.spec.tokens[t] for t in s_tvm.tokens] == list(sherpa.tokens)
         # sherpa-onnx's timestamps: the output frame of each token, 40 ms apart
         np.testing.assert_allclose(np.array(s_tvm.token_frames) * 0.04, sherpa.timestamps, atol=1e-4)
-
-
-def sherpa_result(model: Path, tokens: Path, spec: cm.Spec, audio: Path):  # noqa: ANN201
-    import sherpa_onnx
-
-    rec = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
-        tokens=str(tokens), model=str(model), chunk_size=spec.chunk,
-        num_left_chunks=spec.left_chunks, num_threads=1)
-    samples, sr = sf.read(str(audio), dtype="float32")
-    s = rec.create_stream()
-    s.accept_waveform(sr, samples)
-    s.accept_waveform(sr, np.zeros(int(0.66 * sr), np.float32))
-    s.input_finished()
-    while rec.is_ready(s):
-        rec.decode_stream(s)
-    return rec.get_result_all(s)
 
 
 @pytest.mark.slow
