@@ -82,7 +82,7 @@ def test_missing_cross_compiler_names_the_apt_package(capsys: pytest.CaptureFixt
 
 def test_unknown_pass_and_precision_are_refused(capsys: pytest.CaptureFixture) -> None:
     assert "unknown graph pass 'fold'" in _error(capsys, ["compile", "--passes", "layout,fold"])
-    assert "unknown precision 'int8'" in _error(capsys, ["compile", "--precision", "int8"])
+    assert "unknown precision 'int4'" in _error(capsys, ["compile", "--precision", "int4"])
     assert "--threads" in _error(capsys, ["compile", "--threads", "-1"])
 
 

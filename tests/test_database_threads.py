@@ -74,6 +74,7 @@ def test_a_one_thread_build_of_the_shipped_model_has_no_parallel_loop(shipped_ch
                for w in caught)
 
 
+@pytest.mark.slow  # compiles the model
 def test_an_explicit_database_tuned_on_other_threads_is_skipped(tmp_path, tiny_checkpoint):
     """`compile --database DIR --threads 1` with a 2-thread DIR: skipped, in one warning."""
     from tvm_conformer.compiler.compile import compile_artifact

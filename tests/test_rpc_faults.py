@@ -71,6 +71,7 @@ def _break_before_step(monkeypatch: pytest.MonkeyPatch, step: int, fault: Callab
     monkeypatch.setattr(RPCBackend, "step", step_with_fault)
 
 
+@pytest.mark.slow  # compiles the model
 def test_unreachable_tracker_is_a_one_line_error(board_artifact: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     tracker = f"127.0.0.1:{free_port()}"

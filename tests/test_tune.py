@@ -148,7 +148,10 @@ def test_local_tune_is_applied_by_compile(tiny_checkpoint: Path, tmp_path: Path,
     assert len(db.get_top_k(db.commit_workload(conv.mod), 100)) == len(measured)
     assert json.loads((log_dir / tdb.MANIFEST).read_text()) == manifest
 
-    built = compile_artifact(tmp_path / "art", "host", tiny_checkpoint, quiet=True)
+    # built for the thread count it was tuned on (records of another count are not applied:
+    # test_database_threads.py)
+    one_thread = PipelineOptions(threads=1)
+    built = compile_artifact(tmp_path / "art", "host", tiny_checkpoint, opts=one_thread, quiet=True)
     assert built["database"]["path"] == str(log_dir) and built["database"]["default"]
     assert built["database"]["records"] == task["records"]
     tvm_be, torch_be = TVMBackend.load(tmp_path / "art"), TorchBackend(model)
@@ -162,8 +165,8 @@ def test_local_tune_is_applied_by_compile(tiny_checkpoint: Path, tmp_path: Path,
         out_torch, s_torch = torch_be.step(s_torch, feats, mask)
         np.testing.assert_allclose(out_tvm, out_torch, rtol=1e-4, atol=1e-4)
 
-    untuned = compile_artifact(tmp_path / "plain", "host", tiny_checkpoint, quiet=True,
-                               use_default_database=False)
+    untuned = compile_artifact(tmp_path / "plain", "host", tiny_checkpoint, opts=one_thread,
+                               quiet=True, use_default_database=False)
     assert untuned["database"] is None
 
 
