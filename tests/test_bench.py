@@ -95,4 +95,4 @@ def test_profile_cli_prints_components(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_bench_cli_rejects_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--suite", "quick", "--model", str(tmp_path / "nope.pt")]) == 2
-    assert capsys.readouterr().err.startswith("error: checkpoint")
+    assert capsys.readouterr().err.startswith("error: model")

@@ -255,3 +255,33 @@ def test_an_int8_contract_file_imports_with_int8_weights_separate(contract_files
     mod, weights = import_contract(read_contract(tmp_path / "model.onnx"))
     assert sum(str(w.dtype) == "int8" for w in weights) >= 2 * cm.SMALL.blocks
     assert "T.int64()" not in mod.script()  # no shape left to the input values
+
+
+@pytest.mark.slow
+def test_bench_on_a_contract_file_puts_sherpa_onnx_beside_tvm_end_to_end(
+    contract_files, tmp_path: Path, capsys
+) -> None:
+    """`bench --model FILE.onnx`: sherpa-onnx's recognizer, ONNX Runtime and the host build of
+    the same file, end to end on the same recordings, each giving sherpa-onnx's text."""
+    import json
+
+    from tvm_conformer.cli import main
+
+    model, _ = contract_files["small"]
+    out = tmp_path / "bench"
+    argv = ["bench", "--model", str(model), "--suite", "quick", "--out", str(out),
+            "--recordings", "2", "--rounds", "1", "--threads", "1", "--cache", str(tmp_path)]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["end_to_end"]
+    assert [r["engine"] for r in rows] == ["sherpa-onnx", "onnxruntime, contract loop",
+                                           "tvm-conformer, contract loop"]
+    for r in rows:
+        assert r["ok"] and r["recordings"] == 2 and r["rtf_median"] > 0, r
+        assert len(r["texts"]) == 2 and r["same_text_as_sherpa"] == 2, r
+    assert rows[0]["texts"][0] != rows[0]["texts"][1], "different recordings, different junk"
+    assert "sherpa-onnx" in (out / "table.md").read_text()
+    assert (out / "end_to_end.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["bench", "--model", str(model), "--suite", "full", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--suite versus" in err, err

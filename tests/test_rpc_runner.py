@@ -166,6 +166,39 @@ def test_default_aarch64_build_matches_pytorch(
     assert np.max(np.abs(got.log_probs - want.log_probs)) <= 1e-4
 
 
+@pytest.mark.board
+@pytest.mark.slow
+def test_bench_on_the_board_runs_a_contract_model_as_sherpa_onnx_does(
+    emulated_board: "EmulatedBoard", tmp_path: Path, capsys: pytest.CaptureFixture,
+) -> None:
+    """A model of the streaming-CTC contract (none of our code wrote it) on the device: the
+    step there through sherpa-onnx's loop, checked against ONNX Runtime on the same file, and
+    the text sherpa-onnx's own recognizer prints."""
+    import contract_models as cm
+    from board_fixtures import BOARD_TARGET
+    from test_contract import sherpa_decode
+
+    from tvm_conformer.compiler.compile import compile_artifact
+
+    spec = cm.SPECS[2]  # positions from `offset`, one block: quick under emulation
+    model, tokens = cm.write(spec, tmp_path / "model")
+    art = tmp_path / "art"
+    compile_artifact(art, BOARD_TARGET, model, tokens=tokens, quiet=True,
+                     use_default_database=False)
+    argv = ["bench", "--rpc-key", emulated_board.key, "--tracker", _tracker(emulated_board),
+            "--artifact", str(art), "--model", str(model), "--audio", str(DEFAULT_RECORDING),
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (record,) = read_results(tmp_path / "rpc_results.jsonl")
+    check = record["check"]
+    assert check["reference"] == "ONNX Runtime on the host", check
+    assert check["passed"] and check["max_abs_logp_diff"] <= 1e-4, check
+    (run,) = record["recordings"]
+    assert run["complete"] and len(run["device_ms"]) == len(run["step_ms"]) > 3
+    assert run["text"] == sherpa_decode(model, tokens, spec, DEFAULT_RECORDING)[0]
+
+
 def test_rpc_without_an_artifact_is_a_one_line_error() -> None:
     from tvm_conformer.rpc.backend import make_rpc_backend
 

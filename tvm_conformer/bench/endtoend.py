@@ -12,6 +12,11 @@ thread count alive at once and driven in turn, a warm-up round first:
   run through sherpa-onnx's loop in our code (same features, model file and decoding as the
   sherpa-onnx row: the difference is the runtime).
 
+For a model of the contract itself (`bench --model FILE.onnx`: a WeNet or sherpa-onnx export,
+none of our checkpoints), the rows are sherpa-onnx, `onnxruntime, contract loop` (ONNX Runtime
+on the file through our copy of sherpa-onnx's loop: the step of the same runtime sherpa-onnx
+uses) and `tvm-conformer, contract loop` (the file compiled for the host).
+
 RTF: compute seconds (everything from the first sample to the text) / audio seconds.
 """
 
@@ -28,15 +33,26 @@ from typing import Any
 import numpy as np
 
 ENGINES = ("sherpa-onnx", "tvm-conformer", "tvm-conformer, contract loop")
+CONTRACT_ENGINES = ("sherpa-onnx", "onnxruntime, contract loop", "tvm-conformer, contract loop")
+
+
+def engines_for(model: Path) -> tuple[str, ...]:
+    from tvm_conformer.compiler.source import is_contract_file
+
+    return CONTRACT_ENGINES if is_contract_file(model) else ENGINES
 
 
 def prepare(checkpoint: Path, cache: Path) -> dict[str, str]:
-    """The exported contract file of `checkpoint` (cached by its hash) and the host builds."""
+    """The exported contract file of `checkpoint` (cached by its hash) and the host builds; a
+    contract file is its own export."""
     from tvm_conformer.compiler.artifact import sha256_file
+    from tvm_conformer.compiler.source import is_contract_file
     from tvm_conformer.frontend.contract_export import export_contract
     from tvm_conformer.model import load_checkpoint
     from tvm_conformer.runtime.tvm_backend import host_artifact
 
+    if is_contract_file(checkpoint):
+        return {"contract": str(checkpoint), "contract_artifact": str(host_artifact(checkpoint))}
     out = cache / f"sherpa-onnx-{sha256_file(checkpoint)[:16]}"
     if not (out / "model.onnx").is_file():
         export_contract(load_checkpoint(checkpoint)[0], out, source=str(checkpoint))
@@ -54,6 +70,9 @@ def _engine(name: str, files: dict[str, str], threads: int):  # noqa: ANN202 - c
     from tvm_conformer.runtime.load import make_backend, make_recognizer
     from tvm_conformer.runtime.recognizer import transcribe_samples
 
+    if name.startswith("onnxruntime"):
+        rec = make_recognizer(make_backend("onnx", model=files["contract"], threads=threads))
+        return lambda samples: transcribe_samples(rec, samples, 16000).text.strip()
     art = files["artifact"] if name == "tvm-conformer" else files["contract_artifact"]
     rec = make_recognizer(make_backend("tvm", artifact=art, threads=threads))
     return lambda samples: transcribe_samples(rec, samples, 16000).text.strip()
@@ -80,15 +99,17 @@ def worker() -> None:
 
 def run_end_to_end(checkpoint: Path, cache: Path, recordings: list[tuple[str, str, np.ndarray]],
                    threads: tuple[int, ...], rounds: int, work: Path) -> list[dict[str, Any]]:
-    """Rows: engine, threads, median RTF, spread, same text as sherpa-onnx, texts."""
+    """Rows: engine, threads, median RTF, spread, same text as sherpa-onnx, texts. `checkpoint`:
+    ours (exported for sherpa-onnx) or a contract file."""
     files = prepare(checkpoint, cache)
+    engines = engines_for(checkpoint)
     audio = work / "e2e-audio.npz"
     np.savez(audio, **{f"{i:04d}": s for i, (_, _, s) in enumerate(recordings)})
     total = sum(len(s) for _, _, s in recordings) / 16000
     rows = []
     for n in threads:
         procs = {}
-        for name in ENGINES:
+        for name in engines:
             p = subprocess.Popen([sys.executable, "-m", "tvm_conformer.bench.endtoend"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                  stderr=open(work / f"e2e-{n}t-{name[:12]}.log", "w"),  # noqa: SIM115
@@ -98,9 +119,9 @@ def run_end_to_end(checkpoint: Path, cache: Path, recordings: list[tuple[str, st
             p.stdin.flush()
             reply = json.loads(p.stdout.readline() or '{"ok": false}')
             procs[name] = (p, reply)
-        per_round: dict[str, list[float]] = {k: [] for k in ENGINES}
+        per_round: dict[str, list[float]] = {k: [] for k in engines}
         texts: dict[str, list[str]] = {}
-        order = list(ENGINES)
+        order = list(engines)
         for r in range(rounds + 1):
             k = r % len(order)
             for name in order[k:] + order[:k]:
@@ -113,7 +134,7 @@ def run_end_to_end(checkpoint: Path, cache: Path, recordings: list[tuple[str, st
                 if r:  # the first round warms up
                     per_round[name].append(sum(reply["seconds"]) / total)
                     texts[name] = reply["texts"]
-        for name in ENGINES:
+        for name in engines:
             p, hello = procs[name]
             p.stdin.write('{"cmd": "quit"}\n')
             p.stdin.close()

@@ -122,6 +122,53 @@ def run_suite(suite: Suite, out: Path, checkpoint: Path | None = None, cache: Pa
     return results
 
 
+def run_contract_suite(suite: Suite, out: Path, model: Path, cache: Path = CACHE_DIR,
+                       threads: tuple[int, ...] | None = None, rounds: int | None = None,
+                       recordings: int | None = None) -> dict[str, Any]:
+    """A model of the WeNet / sherpa-onnx contract (a file none of our code wrote): sherpa-onnx,
+    ONNX Runtime and the host build, each end to end on the same recordings (`endtoend.py`).
+    Writes results.json, table.md and end_to_end.png into `out`; returns the results."""
+    from tvm_conformer.bench import plots
+    from tvm_conformer.bench.endtoend import run_end_to_end, table
+    from tvm_conformer.bench.workload import recordings as _recordings
+    from tvm_conformer.frontend.contract import read_contract
+
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    spec = read_contract(model)  # one line for a file that is not of the contract
+    threads = threads or suite.threads
+    rounds = rounds or suite.rounds
+    audio = _recordings(recordings or suite.recordings)
+    results: dict[str, Any] = {
+        "suite": f"{suite.name} (contract model, end to end)",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+        "model": {"contract": spec.contract(), "vocab": len(spec.tokens)},
+        "workload": {"recordings": [uid for uid, _, _ in audio],
+                     "audio_seconds": sum(len(s) for _, _, s in audio) / 16000},
+        "method": {"rounds": rounds, "warmup_rounds": 1, "interleaved": True,
+                   "threads": list(threads), "reference": "sherpa-onnx's recognizer (same text)"},
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=cache) as tmp:
+        results["end_to_end"] = run_end_to_end(model, cache, audio, threads, rounds, Path(tmp))
+    results["seconds"] = round(time.time() - t0, 1)
+    results["machine"]["load_average_end"] = os.getloadavg()
+    (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False))
+    c, mach = spec, results["machine"]
+    (out / "table.md").write_text("\n".join([
+        f"# Benchmark ({results['suite']}, {results['created']})", "",
+        f"Machine: {mach['cpu']}, {mach['cores']} cores; load average at the start "
+        f"{mach['load_average'][0]:.2f}, at the end {mach['load_average_end'][0]:.2f}.",
+        f"Model: {model} (output_size {c.output_size}, {c.num_blocks} blocks, {c.head} heads, "
+        f"kernel {c.cnn_module_kernel}, vocab {c.vocab_size}, chunk {c.chunk_size}, "
+        f"{c.left_chunks} left chunks).",
+        f"Workload: {len(audio)} recordings, {results['workload']['audio_seconds']:.1f} s of "
+        f"audio; {rounds} measured rounds after 1 warm-up, engines interleaved.", "",
+        table(results["end_to_end"]), ""]))
+    plots.write_all(results, out)
+    return results
+
+
 def _json_safe(obj: Any) -> Any:
     """`obj` with NaN and infinities (a measurement that did not happen) as null: strict JSON."""
     if isinstance(obj, float):

@@ -1,4 +1,4 @@
-"""PNG plots of the results (matplotlib, Agg): latency spread, scaling, roofline."""
+"""PNG plots of the results (matplotlib, Agg): latency spread, end to end, scaling, roofline."""
 
 from __future__ import annotations
 
@@ -76,6 +76,30 @@ def roofline(peak: dict, points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def end_to_end(rows: list[dict], path: Path) -> None:
+    """RTF end to end per engine and thread count: median bars, the per-round range as errors."""
+    ok = [r for r in rows if r["ok"] and r["rtf_spread"]]
+    threads = sorted({r["threads"] for r in ok})
+    engines = list(dict.fromkeys(r["engine"] for r in ok))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(engines) * len(threads) + 1.5))
+    height = 0.8 / max(1, len(threads))
+    for j, n in enumerate(threads):
+        by = {r["engine"]: r for r in ok if r["threads"] == n}
+        ys = [i + j * height for i, e in enumerate(engines) if e in by]
+        med = [by[e]["rtf_median"] for e in engines if e in by]
+        lo = [by[e]["rtf_median"] - by[e]["rtf_spread"][0] for e in engines if e in by]
+        hi = [by[e]["rtf_spread"][1] - by[e]["rtf_median"] for e in engines if e in by]
+        ax.barh(ys, med, height=height, xerr=[lo, hi], label=f"{n} thread{'s' * (n > 1)}")
+    ax.set_yticks([i + height * (len(threads) - 1) / 2 for i in range(len(engines))], engines)
+    ax.set_xlabel("real-time factor end to end (features + model + decoding), lower is faster")
+    ax.set_title("end to end beside sherpa-onnx's recognizer")
+    ax.legend()
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_all(results: dict, out: Path) -> list[Path]:
     """Every plot the results allow; returns their paths."""
     written = []
@@ -83,6 +107,9 @@ def write_all(results: dict, out: Path) -> list[Path]:
         if results.get(mode):
             written.append(out / f"latency_{mode}.png")
             latency(results[mode], written[-1], f"{mode}: latency per call, {results['suite']} suite")
+    if results.get("end_to_end"):
+        written.append(out / "end_to_end.png")
+        end_to_end(results["end_to_end"], written[-1])
     if results.get("scaling"):
         written.append(out / "scaling.png")
         scaling(results["scaling"], written[-1])

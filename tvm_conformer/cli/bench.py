@@ -23,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", nargs="+", metavar="NAME",
                    help="sizes suite: shipped, wenet-u2pp, fastconformer-l (default: all)")
     p.add_argument("--out", default="bench_results", help="results directory (default: bench_results)")
-    p.add_argument("--model", help="checkpoint, or a size preset (shipped, wenet-u2pp, "
-                                   "fastconformer-l: random weights of that size); default: the "
-                                   "shipped one, without it a random model of the default size")
+    p.add_argument("--model", help="checkpoint, a size preset (shipped, wenet-u2pp, "
+                                   "fastconformer-l: random weights of that size), or an .onnx "
+                                   "file of the streaming-CTC contract (versus/quick: end to end "
+                                   "beside sherpa-onnx; with --rpc-key: on the device); default: "
+                                   "the shipped one, without it a random model of the default size")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts (default: the suite's)")
     p.add_argument("--rounds", type=int, help="measured rounds (default: the suite's)")
     p.add_argument("--recordings", type=int, help="recordings of data/test to use (default: the suite's)")
@@ -72,7 +74,8 @@ def _model(args: argparse.Namespace) -> Path | None:
     if args.model in PRESETS:  # a named size: random weights of that size (shipped: the shipped)
         return preset_checkpoint(args.model, _cache(args))
     if args.model and not Path(args.model).is_file():
-        raise UserError(f"checkpoint {args.model} not found: pass --model PATH to an existing .pt file")
+        raise UserError(f"model {args.model} not found: pass --model PATH to an existing .pt "
+                        "checkpoint or .onnx file of the streaming-CTC contract")
     return Path(args.model) if args.model else None
 
 
@@ -96,12 +99,34 @@ def _host_suite(args: argparse.Namespace) -> int:
     if args.suite == "sizes":
         return _sizes_suite(args)
     out = Path(args.out)
-    results = run_suite(SUITES[args.suite], out, _model(args), _cache(args),
+    model = _model(args)
+    if model is not None and model.suffix.lower() == ".onnx":
+        return _contract_suite(args, model, out)
+    results = run_suite(SUITES[args.suite], out, model, _cache(args),
                         tuple(args.threads) if args.threads else None, args.rounds, args.recordings)
     print(engine_table(results["stream"]))
     if not results["model"]["trained"]:
         print("note: the shipped checkpoint is missing; these numbers are for RANDOM weights")
     print(f"wrote {out / 'results.json'}, {out / 'table.md'} and plots in {results['seconds']:.0f} s")
+    return 0
+
+
+def _contract_suite(args: argparse.Namespace, model: Path, out: Path) -> int:
+    """A contract file: sherpa-onnx, ONNX Runtime and TVM end to end (quick or versus)."""
+    from tvm_conformer.bench.harness import run_contract_suite
+    from tvm_conformer.bench.suites import SUITES
+    from tvm_conformer.errors import UserError
+
+    if args.suite not in ("quick", "versus"):
+        raise UserError(f"--suite {args.suite} measures our checkpoints' step engine by engine; a "
+                        "contract .onnx model runs --suite versus or quick (end to end beside "
+                        "sherpa-onnx)")
+    results = run_contract_suite(SUITES[args.suite], out, model, _cache(args),
+                                 tuple(args.threads) if args.threads else None, args.rounds,
+                                 args.recordings)
+    print((out / "table.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'end_to_end.png'} in "
+          f"{results['seconds']:.0f} s")
     return 0
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
 from tvm_conformer.compiler.compat import library_arch
 from tvm_conformer.errors import UserError
@@ -25,6 +27,7 @@ from tvm_conformer.rpc.address import DEFAULT_TRACKER, parse_tracker
 from tvm_conformer.rpc.device import DeviceInfo, probe_device
 from tvm_conformer.rpc.tracker import registered_servers, request_device, say, tracker_summary
 from tvm_conformer.rpc.watchdog import remote_operation, sever
+from tvm_conformer.runtime.contract import TVMContractBackend, is_contract_manifest
 from tvm_conformer.runtime.tvm_backend import TVMBackend
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -39,7 +42,50 @@ class StepTiming:
     device_s: float | None
 
 
-class RPCBackend(TVMBackend):
+class _OnDevice:
+    """What both step kinds on a device share: the watchdog, the timings, the end of a session."""
+
+    def _on_device(self, session: Any, device: DeviceInfo, servers: list[tuple[str, int]],
+                   timeout_s: float, device_timing: bool) -> None:
+        self.session, self.device = session, device
+        self.servers, self.timeout_s = servers, timeout_s
+        self._timer = (self.vm.time_evaluator("invoke_stateful", self.dev, number=1, repeat=1)
+                       if device_timing else None)
+        self.timings: list[StepTiming] = []
+        self.load_seconds: dict[str, float] = {}
+
+    def remote(self, what: str) -> Any:
+        """The watchdog and error translation for one remote operation on this device."""
+        return remote_operation(self.device.key, what, self.timeout_s, self.servers)
+
+    def _invoke(self, inputs: list) -> tuple[np.ndarray, Any, Any]:
+        """One step on the device from its input tensors there: (log-probs on the host, the
+        two caches left on the device)."""
+        with self.remote(f"running step {len(self.timings) + 1}"):
+            t1 = time.perf_counter()
+            self.vm.set_input("main", *inputs, *self.weights)
+            self.vm.invoke_stateful("main")
+            t2 = time.perf_counter()
+            log_probs, cache_a, cache_b = self.vm.get_outputs("main")
+            out = log_probs.numpy()[0]
+            t3 = time.perf_counter()
+            device_s = float(self._timer("main").mean) if self._timer is not None else None
+        self.timings.append(StepTiming(t3 - self._t0, t2 - t1, device_s))
+        return out, cache_a, cache_b
+
+    def close(self) -> None:
+        """End the session, which frees the device at the tracker. Tensors of this session
+        still held elsewhere (e.g. a stream's caches) become unusable."""
+        self.vm = self.weights = self._timer = self.session = None
+        self._release()
+        # the session lives as long as any of its remote objects: cut it off explicitly
+        sever(self.servers)
+
+    def _release(self) -> None:
+        pass
+
+
+class RPCBackend(_OnDevice, TVMBackend):
     """The step of an artifact on a remote device; weights and caches stay on the device.
 
     `timings` gets one StepTiming per step. With `device_timing`, `time_evaluator` also times
@@ -54,22 +100,13 @@ class RPCBackend(TVMBackend):
         super().__init__(vm, dev, weights, ModelConfig(**manifest["model"]["config"]), manifest)
         import tvm
 
-        self.session, self.device = session, device
-        self.servers, self.timeout_s = servers, timeout_s
+        self._on_device(session, device, servers, timeout_s, device_timing)
         cfg = self.config
         # input buffers on the device, refilled each step: one copy per input instead of an
         # allocation and a copy
         with self.remote("allocating the inputs"):
             self._feats = tvm.runtime.empty((1, cfg.chunk_input_frames, cfg.n_mels), "float32", dev)
             self._mask = tvm.runtime.empty((1, cfg.left_frames + cfg.chunk_size), "float32", dev)
-        self._timer = (vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)
-                       if device_timing else None)
-        self.timings: list[StepTiming] = []
-        self.load_seconds: dict[str, float] = {}
-
-    def remote(self, what: str) -> Any:
-        """The watchdog and error translation for one remote operation on this device."""
-        return remote_operation(self.device.key, what, self.timeout_s, self.servers)
 
     def initial_state(self):  # noqa: ANN201 - (att_cache, cnn_cache) tensors on the device
         with self.remote("allocating the caches"):
@@ -77,27 +114,44 @@ class RPCBackend(TVMBackend):
 
     def step(self, state, feats, att_mask):  # noqa: ANN001, ANN201
         att, cnn = state
-        with self.remote(f"running step {len(self.timings) + 1}"):
-            t0 = time.perf_counter()
+        with self.remote(f"sending step {len(self.timings) + 1}'s input"):
+            self._t0 = time.perf_counter()
             self._feats.copyfrom(feats)
             self._mask.copyfrom(att_mask)
-            self.vm.set_input("main", self._feats, att, cnn, self._mask, *self.weights)
-            t1 = time.perf_counter()
-            self.vm.invoke_stateful("main")
-            t2 = time.perf_counter()
-            log_probs, new_att, new_cnn = self.vm.get_outputs("main")
-            out = log_probs.numpy()[0]
-            t3 = time.perf_counter()
-            device_s = float(self._timer("main").mean) if self._timer is not None else None
-        self.timings.append(StepTiming(t3 - t0, t2 - t1, device_s))
+        out, new_att, new_cnn = self._invoke([self._feats, att, cnn, self._mask])
         return out, (new_att, new_cnn)
 
-    def close(self) -> None:
-        """End the session, which frees the device at the tracker. Tensors of this session
-        still held elsewhere (e.g. a stream's caches) become unusable."""
-        self.vm = self.weights = self._timer = self._feats = self._mask = self.session = None
-        # the session lives as long as any of its remote objects: cut it off explicitly
-        sever(self.servers)
+    def _release(self) -> None:
+        self._feats = self._mask = None
+
+
+class RPCContractBackend(_OnDevice, TVMContractBackend):
+    """The step of a contract artifact (runtime/contract.py: sherpa-onnx's loop on the host)
+    on a remote device; weights and caches stay on the device, as for RPCBackend."""
+
+    name = "rpc"
+
+    def __init__(self, session: Any, vm: Any, dev: Any, weights: list, manifest: dict,
+                 device: DeviceInfo, servers: list[tuple[str, int]], timeout_s: float,
+                 device_timing: bool) -> None:
+        super().__init__(vm, dev, weights, manifest)
+        self._on_device(session, device, servers, timeout_s, device_timing)
+
+    def initial_state(self):  # noqa: ANN201 - (offset, attn_cache, conv_cache on the device)
+        with self.remote("allocating the caches"):
+            return super().initial_state()
+
+    def step(self, state, x, mask):  # noqa: ANN001, ANN201
+        offset, att, conv = state
+        with self.remote(f"sending step {len(self.timings) + 1}'s input"):
+            self._t0 = time.perf_counter()
+            inputs = [self._input("x", x), self._input("offset", np.array([offset], np.int64)),
+                      att, conv, self._input("attn_mask", mask)]
+        lp, att, conv = self._invoke(inputs)
+        return lp, (offset + lp.shape[0], att, conv)
+
+    def _release(self) -> None:
+        self._bufs = {}
 
 
 def _deploy(session: Any, art: Path, manifest: dict, device: DeviceInfo,
@@ -132,8 +186,8 @@ def _deploy(session: Any, art: Path, manifest: dict, device: DeviceInfo,
         weights = [tvm.runtime.tensor(w, dev) for w in load_weights(art / WEIGHTS)]
     seconds["weights_s"] = time.perf_counter() - t0
     seconds["total_s"] = sum(seconds.values())
-    backend = RPCBackend(session, vm, dev, weights, manifest, device, servers, timeout_s,
-                         device_timing)
+    kind = RPCContractBackend if is_contract_manifest(manifest) else RPCBackend
+    backend = kind(session, vm, dev, weights, manifest, device, servers, timeout_s, device_timing)
     backend.load_seconds = seconds
     capped = "" if running == threads else (
         f"; built for {threads}: start the device's RPC server with TVM_NUM_THREADS={threads}")

@@ -96,6 +96,10 @@ def _spread(p: dict[str, float] | None) -> str:
 
 def _model(record: dict[str, Any]) -> str:
     m = record["artifact"]["manifest"]["model"]
+    if "contract" in m:  # a model of the streaming-CTC ONNX contract
+        c = m["contract"]
+        return (f"{Path(m['checkpoint']).name} (contract: output_size {c['output_size']}, "
+                f"{c['num_blocks']} blocks, chunk {c['chunk_size']})")
     c = m["config"]
     return (f"{Path(m['checkpoint']).name} (d={c['d_model']}, {c['n_layers']} blocks, "
             f"chunk {c['chunk_size']})")

@@ -9,6 +9,7 @@ time every step, check the device's output against the host's, append the run to
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from tvm_conformer.rpc.address import DEFAULT_TRACKER
 from tvm_conformer.rpc.backend import DEFAULT_TIMEOUT_S, make_rpc_backend
 from tvm_conformer.rpc.results import DEFAULT_RESULTS, DEFINITIONS, append_result, summarize
 from tvm_conformer.rpc.tracker import say
+from tvm_conformer.runtime.contract import is_contract_manifest
 
 TOLERANCE = 1e-4  # max |log-prob difference| allowed between the device and the host
 
@@ -31,29 +33,61 @@ def default_recordings() -> list[Path]:
 
 
 def reference_backend(manifest: dict, model: str | Path | None = None):  # noqa: ANN201
-    """PyTorch eager on the checkpoint the artifact was compiled from (`model` if given)."""
-    from tvm_conformer.model import load_checkpoint
-    from tvm_conformer.runtime.backend import TorchBackend
-
+    """The host reference for the model the artifact was compiled from (`model` if given):
+    PyTorch eager on our checkpoint, ONNX Runtime on a contract file."""
     path = Path(model or manifest["model"]["checkpoint"])
     if not path.is_file():
         raise UserError(f"the artifact was compiled from {path}, which is missing here; the host "
                         "reference needs it: pass --model PATH to a copy")
     if sha256_file(path) != manifest["model"]["checkpoint_sha256"]:
-        raise UserError(f"{path} is not the checkpoint the artifact was compiled from (its "
-                        "sha256 differs): pass --model PATH to that checkpoint, or recompile")
+        raise UserError(f"{path} is not the model the artifact was compiled from (its "
+                        "sha256 differs): pass --model PATH to that file, or recompile")
+    if is_contract_manifest(manifest):
+        from dataclasses import replace
+
+        from tvm_conformer.runtime.contract import OnnxContractBackend, spec_from_manifest
+
+        return OnnxContractBackend(replace(spec_from_manifest(manifest), path=str(path)))
+    from tvm_conformer.model import load_checkpoint
+    from tvm_conformer.runtime.backend import TorchBackend
+
     return TorchBackend(load_checkpoint(path)[0])
 
 
-def _check(reference: Any, samples: np.ndarray, sample_rate: int, device_run: Any) -> dict:
-    """Device log-probs and transcript against the host's on the same recording."""
+@dataclass
+class Transcript:
+    text: str
+    log_probs: np.ndarray
+    audio_seconds: float
+
+
+def transcribe(backend: Any, samples: np.ndarray, sample_rate: int) -> Transcript:
+    """One recording through `backend`'s step with the loop its model needs: ours
+    (runtime/recognizer.py), or sherpa-onnx's for a contract model (runtime/contract.py)."""
+    from tvm_conformer.runtime.contract import ContractRecognizer
+
+    if hasattr(backend, "spec"):
+        rec = ContractRecognizer(backend)
+        s = rec.create_stream()
+        s.accept_waveform(sample_rate, samples)
+        s.input_finished()
+        while rec.is_ready(s):
+            rec.decode_stream(s)
+        return Transcript(rec.get_result(s), rec.all_log_probs(s), s.audio_seconds)
     from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
 
-    host = transcribe_samples(OnlineRecognizer(reference), samples, sample_rate)
+    tr = transcribe_samples(OnlineRecognizer(backend), samples, sample_rate)
+    return Transcript(tr.text, tr.log_probs, tr.audio_seconds)
+
+
+def _check(reference: Any, samples: np.ndarray, sample_rate: int, device_run: Transcript) -> dict:
+    """Device log-probs and transcript against the host's on the same recording."""
+    host = transcribe(reference, samples, sample_rate)
     same_shape = host.log_probs.shape == device_run.log_probs.shape
     diff = (float(np.max(np.abs(host.log_probs - device_run.log_probs), initial=0.0))
             if same_shape else float("inf"))
-    return {"reference": "PyTorch eager on the host", "max_abs_logp_diff": diff,
+    name = "ONNX Runtime" if hasattr(reference, "spec") else "PyTorch eager"
+    return {"reference": f"{name} on the host", "max_abs_logp_diff": diff,
             "tolerance": TOLERANCE, "host_text": host.text, "device_text": device_run.text,
             "same_text": host.text == device_run.text,
             "passed": diff <= TOLERANCE and host.text == device_run.text}
@@ -78,7 +112,6 @@ def bench_rpc(
     recorded and raised as UserError. Returns the record.
     """
     from tvm_conformer.audio.wav import load_audio
-    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
 
     art = Path(artifact)
     manifest = read_manifest(art)
@@ -106,7 +139,7 @@ def bench_rpc(
             record["recordings"].append(run)
             first = len(backend.timings)
             try:
-                tr = transcribe_samples(OnlineRecognizer(backend), samples, sr)
+                tr = transcribe(backend, samples, sr)
             finally:
                 steps = backend.timings[first:]
                 run["step_ms"] = [round(1e3 * t.step_s, 4) for t in steps]
