@@ -285,3 +285,36 @@ def test_bench_on_a_contract_file_puts_sherpa_onnx_beside_tvm_end_to_end(
     assert main(["bench", "--model", str(model), "--suite", "full", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--suite versus" in err, err
+
+
+@pytest.mark.slow
+def test_tune_then_compile_applies_the_database_to_a_contract_model(contract_files, tmp_path: Path) -> None:
+    """`tune --model FILE.onnx` writes a database for that file; `compile` applies it, and the
+    build still computes what ONNX Runtime computes on the file."""
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
+    from tvm_conformer.frontend.contract import read_contract
+    from tvm_conformer.runtime.contract import OnnxContractBackend
+    from tvm_conformer.runtime.tvm_backend import TVMBackend
+    from tvm_conformer.tune.tuner import tune
+
+    model, tokens = contract_files["small"]
+    spec = read_contract(model, tokens)
+    db = tmp_path / "db"
+    manifest = tune("host", model, tasks="depthwise", trials=4, log_dir=db, threads=1,
+                    progress=False, seed=0)
+    assert manifest["model"]["config_hash"] == spec.hash()
+    records = sum(t["records"] for t in manifest["tasks"].values())
+    assert records >= 1
+    built = compile_artifact(tmp_path / "art", "host", model, tokens=tokens, quiet=True,
+                             opts=PipelineOptions(threads=1, database=str(db)))
+    assert built["database"]["path"] == str(db) and built["database"]["records"] == records
+    tvm_be, ort_be = TVMBackend.load(tmp_path / "art"), OnnxContractBackend(spec)
+    rng = np.random.default_rng(0)
+    s_tvm, s_ort = tvm_be.initial_state(), ort_be.initial_state()
+    mask = np.ones((1, 1, spec.cache + spec.chunk_size), bool)
+    for _ in range(3):  # the caches and the offset carry over
+        x = rng.standard_normal((1, spec.chunk_frames, 80)).astype(np.float32)
+        a, s_tvm = tvm_be.step(s_tvm, x, mask)
+        b, s_ort = ort_be.step(s_ort, x, mask)
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)

@@ -51,6 +51,20 @@ def test_rows_compare_with_the_faster_peer_at_each_thread_count():
     assert rows["tvm-tuned", 1]["error"] == "no database" and "median_ms" not in rows["tvm-tuned", 1]
 
 
+
+def test_int8_rows_compare_with_the_int8_peer_and_have_no_fp32_limit():
+    """ONNX Runtime's int8 row is no fp32 peer (it would flatter every fp32 ratio), and the
+    fp32 physical limit says nothing about an int8 step."""
+    stream = [_row("ort", 1, 14.0), _row("openvino", 1, 12.0), _row("tvm", 1, 10.0, "tvm-schedules"),
+              {**_row("ort", 1, 5.0, "ort+int8"), "precision": "int8"},
+              {**_row("tvm", 1, 4.0, "tvm-schedules-int8"), "precision": "int8"}]
+    rows = {(r["label"], r["threads"]): r for r in size_rows(stream, 1e9, 100e6, PEAK)}
+    assert rows["tvm-schedules", 1]["ratio_to_best_peer"] == pytest.approx(10 / 12)
+    assert rows["tvm-schedules-int8", 1]["ratio_to_best_peer"] == pytest.approx(4 / 5)
+    assert rows["ort+int8", 1]["ratio_to_best_peer"] == pytest.approx(1.0)
+    assert rows["tvm-schedules-int8", 1]["share_of_limit"] is None
+    assert rows["tvm-schedules-int8", 1]["precision"] == "int8"
+
 @pytest.mark.slow
 def test_openvino_matches_onnx_runtime_on_the_step(tiny_checkpoint: Path, tmp_path: Path):
     from tvm_conformer.bench.engines import OrtEngine

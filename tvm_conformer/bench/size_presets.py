@@ -10,7 +10,7 @@ For each preset the engines of `SIZES_ENGINES` run as any suite does (one worker
 interleaved, checked against PyTorch: `harness.run_suite`), into `out/<preset>/`. Each row then
 gets: the ratio of its median step to the best peer's at the same thread count (the faster of
 ONNX Runtime and OpenVINO), the step's GFLOP/s (2 x the MACs counted from the graph over the
-median), and its share of the physical limit: the step cannot take less than
+median; int8 rows against the best int8 peer, ONNX Runtime's quantize_dynamic), and its share of the physical limit: the step cannot take less than
 max(FLOP / sgemm peak at that thread count, least bytes / copy bandwidth), both measured here
 (`roofline.measure_peak`) in the same run; share = that bound / the median. `tvm-tuned` applies
 the target's database where its manifest fits the model, else its row says why.
@@ -58,22 +58,28 @@ def step_limit_ms(flop: float, min_bytes: float, peak: dict, threads: int) -> fl
 
 
 def size_rows(stream: list[dict], flop: float, min_bytes: float, peak: dict) -> list[dict]:
-    """The table's rows from one preset's streaming rows."""
-    best: dict[int, float] = {}
+    """The table's rows from one preset's streaming rows. An int8 row is compared with the best
+    int8 peer (ONNX Runtime's quantize_dynamic), an fp32 row with the best fp32 peer; the
+    physical limit (fp32 sgemm peak, copy bandwidth) is given for fp32 rows only."""
+    best: dict[tuple[int, bool], float] = {}
     for r in stream:
         if r["engine"] in PEERS and r["status"] == "ok":
-            best[r["threads"]] = min(best.get(r["threads"], float("inf")), r["median_ms"])
+            k = (r["threads"], r.get("precision") == "int8")
+            best[k] = min(best.get(k, float("inf")), r["median_ms"])
     out = []
     for r in stream:
+        int8 = r.get("precision") == "int8"
         row = {"label": r["label"], "engine": r["engine"], "threads": r["threads"],
-               "status": r["status"], "error": r.get("error")}
+               "precision": r.get("precision", "fp32"), "status": r["status"],
+               "error": r.get("error")}
         if r["status"] == "ok":
-            limit = step_limit_ms(flop, min_bytes, peak, r["threads"])
-            peer = best.get(r["threads"])
+            limit = None if int8 else step_limit_ms(flop, min_bytes, peak, r["threads"])
+            peer = best.get((r["threads"], int8))
             row.update({"median_ms": r["median_ms"],
                         "ratio_to_best_peer": r["median_ms"] / peer if peer else None,
                         "gflops": flop / (r["median_ms"] / 1e3) / 1e9,
-                        "limit_ms": limit, "share_of_limit": limit / r["median_ms"],
+                        "limit_ms": limit,
+                        "share_of_limit": None if limit is None else limit / r["median_ms"],
                         "max_abs_logp_diff": r["max_abs_logp_diff"],
                         "transcripts_identical": r["transcripts_identical"]})
         out.append(row)
@@ -143,7 +149,7 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {r['label']} | {r['threads']} | {r['median_ms']:.2f} | "
                          f"{_fmt(r['ratio_to_best_peer'], '.2f')} | {r['gflops']:.1f} | "
-                         f"{r['limit_ms']:.2f} | {r['share_of_limit']:.0%} |")
+                         f"{_fmt(r['limit_ms'], '.2f')} | {_fmt(r['share_of_limit'], '.0%')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -165,7 +171,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.bar([t + (i - len(labels) / 2) * width for t in range(len(threads))], ys, width,
                    label=label)
         for j, t in enumerate(threads):
-            limit = next(r["limit_ms"] for r in ok if r["threads"] == t)
+            limit = next((r["limit_ms"] for r in ok if r["threads"] == t and r["limit_ms"]), None)
+            if limit is None:
+                continue
             ax.hlines(limit, j - 0.45, j + 0.45, colors="k", linestyles="dashed")
         ax.set_xticks(range(len(threads)), [f"{t} thread(s)" for t in threads])
         ax.set_ylabel("median ms per chunk (dashed: physical limit)")

@@ -53,5 +53,7 @@ SUITES = {
     # one preset's engines in `bench --suite sizes` (bench/size_presets.py runs it per preset)
     "sizes": Suite("sizes", recordings=4, rounds=4, threads=(1, 2),
                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("openvino"),
-                           EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"))),
+                           EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"),
+                           EngineSpec("ort", precision="int8"),
+                           EngineSpec("tvm", tvm="schedules", precision="int8"))),
 }
