@@ -7,7 +7,9 @@ outermost and in parallel (each packed weight slice read once), then row tiles, 
 in steps of 4, and per row one instruction that multiplies 4 bytes of the row, broadcast, by
 the tile's L x 4 weight bytes and adds into L int32 lanes:
 
-- x86 with AVX-512 VNNI: `vpdpbusd` (TVM's `dot_16x4_vnni`), u8 x s8, L = 16;
+- x86 with AVX-512 VNNI: `vpdpbusd`, u8 x s8, L = 16 (our own intrinsic: TVM 0.27's
+  `dot_16x4_vnni` passes <16 x i32> operands, which the LLVM it bundles (22) refuses since the
+  intrinsic takes <64 x i8>: "Call parameter type does not match function signature");
 - x86 AVX2 (this host, Zen 3): `vpmaddubsw` (u8 x s8 pairs into int16) then `vpmaddwd` by ones
   into int32, L = 8 (the pass keeps weights in 7 bits so the int16 pairs cannot saturate);
 - AArch64 with dotprod (Cortex-A55, A76): `sdot` (TVM's `dot_4x4_i8i8s32_sdot`), L = 4;
@@ -34,6 +36,7 @@ from tvm_conformer.passes.quantize_int8 import BLOCK, QUANTIZE_BLOCK, int8_schem
 
 MAX_ROW_TILE = 8  # rows of accumulators per column vector (8 of AVX2's 16 ymm registers)
 AVX2_DOT_8x4 = "tvm_conformer_dot_8x4_u8i8i32_avx2"
+VNNI_DOT_16x4 = "tvm_conformer_dot_16x4_u8i8i32_vnni"
 
 
 @T.prim_func(s_tir=True)
@@ -67,12 +70,43 @@ def _dot_8x4_avx2(a: T.handle, b: T.handle, c: T.handle) -> None:
             "int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
 
 
+@T.prim_func(s_tir=True)
+def _dot_16x4_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        row = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
+                            dtype="uint8x64")
+        C[T.ramp(0, 1, 16)] = T.call_llvm_pure_intrin(
+            "int32x16", "llvm.x86.avx512.vpdpbusd.512", C[T.ramp(0, 1, 16)], row,
+            B.vload([0, 0], dtype="int8x64"))
+
+
 def _intrinsics() -> dict[str, str | None]:
     """isa -> the tensor intrinsic of its dot product (None: vectorized, LLVM picks)."""
     import tvm.s_tir.tensor_intrin  # noqa: F401 - registers TVM's x86, Arm and Hexagon intrinsics
 
     TensorIntrin.register(AVX2_DOT_8x4, _dot_8x4_desc, _dot_8x4_avx2, override=True)
-    return {"vnni": "dot_16x4_vnni", "avx2": AVX2_DOT_8x4, "sdot": "dot_4x4_i8i8s32_sdot",
+    TensorIntrin.register(VNNI_DOT_16x4, _dot_16x4_desc, _dot_16x4_vnni, override=True)
+    return {"vnni": VNNI_DOT_16x4, "avx2": AVX2_DOT_8x4, "sdot": "dot_4x4_i8i8s32_sdot",
             "hvx": "dot_32x4_u8i8i32_vrmpy", "neon": None, "generic": None}
 
 

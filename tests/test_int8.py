@@ -23,13 +23,14 @@ from tvm_conformer.passes.quantize_int8 import (
 )
 from tvm_conformer.verify.checks import check_int8
 
-HOST = {"kind": "llvm", "mcpu": "znver3"}  # this machine's CPU: AVX2, no AVX-512
+AVX2 = {"kind": "llvm", "mcpu": "znver3"}  # AVX2, no AVX-512 (Zen 3)
+VNNI = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX-512 VNNI (vpdpbusd)
 A55 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55", "mattr": ["+neon"]}
 
 
 @pytest.mark.parametrize(("target", "isa", "weight_max"), [
-    (HOST, "avx2", 63),
-    ({"kind": "llvm", "mcpu": "cascadelake"}, "vnni", 127),
+    (AVX2, "avx2", 63),
+    (VNNI, "vnni", 127),
     (A55, "sdot", 127),
     ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a53", "mattr": ["+neon"]}, "neon", 127),
     ({"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7", "mattr": ["+neon"]}, "neon", 127),
@@ -61,7 +62,7 @@ def _linear_and_attention() -> tvm.IRModule:
 
 
 def test_pass_quantizes_linears_and_leaves_activation_products() -> None:
-    mod, count = quantize_int8(_linear_and_attention(), int8_scheme(tvm.target.Target(HOST)))
+    mod, count = quantize_int8(_linear_and_attention(), int8_scheme(tvm.target.Target(AVX2)))
     assert count == 1
     text = mod.script(show_meta=False)
     assert text.count("R.matmul(") == 1  # the activation x activation matmul stays fp32
@@ -78,7 +79,7 @@ def test_pack_weight_round_trips_within_half_a_step() -> None:
 
 
 def test_weight_quantization_is_lifted_out_of_the_step() -> None:
-    mod, _ = quantize_int8(_linear_and_attention(), int8_scheme(tvm.target.Target(HOST)))
+    mod, _ = quantize_int8(_linear_and_attention(), int8_scheme(tvm.target.Target(AVX2)))
     lifted = relax.transform.LiftTransformParams()(mod)
     prep = lifted["main_transform_params"].script(show_meta=False)
     assert "R.round(" in prep and '"int8"' in prep  # weights quantized once, at compile time
@@ -108,10 +109,21 @@ def _int8_kernel_lib(tmp_path: Path, target: dict, schedule: bool, rows: int = 1
     return path, scheme
 
 
+def _cpu_has(*flags: str) -> bool:
+    cpu = Path("/proc/cpuinfo").read_text().split()
+    return all(f in cpu for f in flags)
+
+
 @pytest.mark.slow
-def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "flags"), [(AVX2, ("avx2",)), (VNNI, ("avx512_vnni", "avx512bw"))],
+                         ids=["avx2", "vnni"])
+def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path, target: dict,
+                                                              flags: tuple[str, ...]) -> None:
     rows, k, n = 16, 64, 48
-    path, scheme = _int8_kernel_lib(tmp_path, HOST, schedule=True, rows=rows, k=k, n=n)
+    path, scheme = _int8_kernel_lib(tmp_path, target, schedule=True, rows=rows, k=k, n=n)
+    assert check_int8(path, scheme.isa, []).ok  # the dot product instruction is in the kernel
+    if not _cpu_has(*flags):
+        pytest.skip(f"compiled and checked; this CPU lacks {', '.join(flags)} to run it")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (rows, k)).astype(np.uint8)
     w = rng.integers(-scheme.weight_max, scheme.weight_max + 1, (k, n)).astype(np.float32)
@@ -121,11 +133,10 @@ def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path) -> 
     tvm.runtime.load_module(str(path))["fused_int8_matmul_test"](
         tvm.runtime.tensor(x), tvm.runtime.tensor(np.ascontiguousarray(packed)), out)
     np.testing.assert_array_equal(out.numpy(), x.astype(np.int64) @ w.astype(np.int64))
-    assert check_int8(path, "avx2", []).ok
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", [HOST, A55], ids=["avx2", "sdot"])
+@pytest.mark.parametrize("target", [AVX2, VNNI, A55], ids=["avx2", "vnni", "sdot"])
 def test_int8_check_fails_without_the_dot_product(tmp_path: Path, target: dict) -> None:
     flags = ["--mattr=+dotprod"] if target is A55 else []
     good, scheme = _int8_kernel_lib(tmp_path, target, schedule=True)
@@ -165,8 +176,11 @@ def test_int8_build_matches_pytorch_fp32_within_quantization_error(int8_build: P
         assert np.array_equal(lp.argmax(-1), lp_ref.argmax(-1))
     weights = load_weights(int8_build / WEIGHTS)
     assert any(w.dtype == np.int8 for w in weights)  # the file holds the quantized weights
+    from tvm_conformer.targets import load_target
+
+    isa = int8_scheme(load_target("host").tvm()).isa  # this CPU's: vnni, avx2, ...
     checks = {c.name: c for c in check_artifact(int8_build)}
-    assert checks["int8-avx2"].ok and checks["loads"].ok
+    assert checks[f"int8-{isa}"].ok and checks["loads"].ok
 
 
 @pytest.mark.slow
