@@ -13,9 +13,10 @@ the tile's L x 4 weight bytes and adds into L int32 lanes:
 - x86 AVX2 (this host, Zen 3): `vpmaddubsw` (u8 x s8 pairs into int16) then `vpmaddwd` by ones
   into int32, L = 8 (the pass keeps weights in 7 bits so the int16 pairs cannot saturate);
 - AArch64 with dotprod (Cortex-A55, A76): `sdot` (TVM's `dot_4x4_i8i8s32_sdot`), L = 4;
-- Arm without it (Cortex-A53, A72, armv7): the tile vectorized over L lanes with the 4
-  products unrolled, which LLVM turns into NEON widening multiplies (`smull`/`smlal`,
-  `sadalp`; armv7 `vmull.s8`, `vpadal`);
+- Arm without it (Cortex-A53, A72, armv7), and x86 without AVX2: our own intrinsic whose body
+  is the L x 4 product as vector code (4 unrolled steps over L int32 lanes), which LLVM turns
+  into NEON widening multiplies (`smull`/`smlal`, `sadalp`; armv7 `vmull.s8`, `vpadal`); a
+  vectorized loop over the reduction block itself is refused by TVM (no compact dataflow);
 - Hexagon HVX: `vrmpy` (TVM's `dot_32x4_u8i8i32_vrmpy`, u8 x s8), L = 32.
 
 The epilogue (int32 -> fp32, the row and column scales, bias, activation) is computed right
@@ -37,6 +38,7 @@ from tvm_conformer.passes.quantize_int8 import BLOCK, QUANTIZE_BLOCK, int8_schem
 MAX_ROW_TILE = 8  # rows of accumulators per column vector (8 of AVX2's 16 ymm registers)
 AVX2_DOT_8x4 = "tvm_conformer_dot_8x4_u8i8i32_avx2"
 VNNI_DOT_16x4 = "tvm_conformer_dot_16x4_u8i8i32_vnni"
+VECTOR_DOT_4x4 = "tvm_conformer_dot_4x4_i8i8i32_vector"  # neon, generic: scheme lanes 4, int8
 
 
 @T.prim_func(s_tir=True)
@@ -100,14 +102,48 @@ def _dot_16x4_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
             B.vload([0, 0], dtype="int8x64"))
 
 
-def _intrinsics() -> dict[str, str | None]:
-    """isa -> the tensor intrinsic of its dot product (None: vectorized, LLVM picks)."""
+def _vector_dot(lanes: int, act_dtype: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """(desc, impl) of C[L] += A[4] . B[L, 4] for any ISA: the impl is vector code over the L
+    lanes (widened to int32), unrolled over the 4 products."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), act_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), act_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for k in T.unroll(4):
+                for i in T.vectorized(lanes):
+                    C[i] = C[i] + T.Cast("int32", A[k]) * T.Cast("int32", B[i, k])
+
+    return desc, impl
+
+
+def _intrinsics() -> dict[str, str]:
+    """isa -> the tensor intrinsic of its dot product."""
     import tvm.s_tir.tensor_intrin  # noqa: F401 - registers TVM's x86, Arm and Hexagon intrinsics
 
     TensorIntrin.register(AVX2_DOT_8x4, _dot_8x4_desc, _dot_8x4_avx2, override=True)
     TensorIntrin.register(VNNI_DOT_16x4, _dot_16x4_desc, _dot_16x4_vnni, override=True)
+    TensorIntrin.register(VECTOR_DOT_4x4, *_vector_dot(4, "int8"), override=True)
     return {"vnni": VNNI_DOT_16x4, "avx2": AVX2_DOT_8x4, "sdot": "dot_4x4_i8i8s32_sdot",
-            "hvx": "dot_32x4_u8i8i32_vrmpy", "neon": None, "generic": None}
+            "hvx": "dot_32x4_u8i8i32_vrmpy", "neon": VECTOR_DOT_4x4, "generic": VECTOR_DOT_4x4}
 
 
 INTRINSICS = _intrinsics()
@@ -152,13 +188,7 @@ class Int8Matmul(ScheduleRule):
         init = sch.decompose_reduction(main, red_outer)
         sch.vectorize(sch.get_loops(init)[-1])
         sch.unroll(row_inner)
-        intrin = INTRINSICS[scheme.isa]
-        if intrin is None:
-            sch.unroll(red_inner)
-            sch.reorder(red_inner, col_inner)
-            sch.vectorize(col_inner)
-        else:
-            sch.tensorize(col_inner, intrin)
+        sch.tensorize(col_inner, INTRINSICS[scheme.isa])
         return sch
 
     @staticmethod

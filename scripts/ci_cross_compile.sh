@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI: the shipped model compiled for every device in targets/, fp32 and fp16, into
-# build/ci-artifacts/<target>-<precision>/, each checked without a device (ELF header, NEON/HVX
+# CI: the shipped model compiled for every device in targets/, fp32 and fp16 (and int8 for the
+# Arm CPUs), into build/ci-artifacts/<target>-<precision>/, each checked without a device (ELF header, NEON/HVX
 # code in the hot kernels, OpenCL through clang, every Mali kernel run on PoCL against its llvm
 # build, loading on this machine where it can).
 # Then a model none of our code wrote, in the WeNet / sherpa-onnx streaming-CTC ONNX contract
@@ -13,6 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/ci-artifacts
 .venv/bin/tvm-conformer compile --target all --precision fp32,fp16 --check -o "$out" "$@"
+# int8 for every Arm CPU target (sdot where the core has it, NEON widening multiplies elsewhere).
+# Hexagon int8 (vrmpy) builds and checks green too, but takes ~460 s per target here: run it by hand
+# (`compile --target hexagon-v68,hexagon-v73 --precision int8 --check`).
+arm=$(.venv/bin/python -c "from tvm_conformer.targets import list_targets
+print(','.join(t.name for t in list_targets() if t.family == 'cpu'
+               and str(t.tvm_target.get('mtriple', '')).startswith(('aarch64', 'arm'))))")
+.venv/bin/tvm-conformer compile --target "$arm" --precision int8 --check -o "$out" "$@"
 .venv/bin/python tests/contract_models.py small "$out/contract-model"
 .venv/bin/tvm-conformer compile --model "$out/contract-model/model.onnx" \
     --target all --precision fp32 --check -o "$out/contract" "$@"

@@ -96,3 +96,26 @@ def test_profile_cli_prints_components(capsys: pytest.CaptureFixture[str]) -> No
 def test_bench_cli_rejects_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--suite", "quick", "--model", str(tmp_path / "nope.pt")]) == 2
     assert capsys.readouterr().err.startswith("error: model")
+
+
+def test_a_build_refused_at_one_thread_count_is_tried_at_another(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tuning database fits the thread count it was tuned on only: the 1-thread refusal of
+    the `tuned` build once stood in the 2-thread row too."""
+    from tvm_conformer.bench.builds import Builder, Unavailable
+    from tvm_conformer.bench.engines import EngineSpec
+    from tvm_conformer.model import load_checkpoint
+
+    def build(_self: Builder, spec: EngineSpec) -> dict[str, str]:
+        if spec.threads != 2:
+            raise Unavailable(f"tuned on 2 threads, this build runs on {spec.threads}")
+        return {"artifact": "built"}
+
+    monkeypatch.setattr(Builder, "_build", build)
+    builder = Builder(tmp_path, tiny_checkpoint, load_checkpoint(tiny_checkpoint)[0])
+    with pytest.raises(Unavailable, match="runs on 1"):
+        builder.files(EngineSpec("tvm", tvm="tuned", threads=1))
+    assert builder.files(EngineSpec("tvm", tvm="tuned", threads=2)) == {"artifact": "built"}
+    with pytest.raises(Unavailable, match="runs on 1"):  # remembered, not built again
+        builder.files(EngineSpec("tvm", tvm="tuned", threads=1))

@@ -25,6 +25,8 @@ from tvm_conformer.verify.checks import check_int8
 
 AVX2 = {"kind": "llvm", "mcpu": "znver3"}  # AVX2, no AVX-512 (Zen 3)
 VNNI = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX-512 VNNI (vpdpbusd)
+GENERIC = {"kind": "llvm", "mcpu": "x86-64"}  # no AVX2: the vector intrinsic of Arm without sdot
+A53 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a53", "mattr": ["+neon"]}
 A55 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55", "mattr": ["+neon"]}
 
 
@@ -32,7 +34,7 @@ A55 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55", "ma
     (AVX2, "avx2", 63),
     (VNNI, "vnni", 127),
     (A55, "sdot", 127),
-    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a53", "mattr": ["+neon"]}, "neon", 127),
+    (A53, "neon", 127),
     ({"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7", "mattr": ["+neon"]}, "neon", 127),
     ({"kind": "llvm", "mtriple": "hexagon", "mcpu": "hexagonv68", "mattr": ["+hvxv68", "+hvx-length128b"]}, "hvx", 127),
 ])
@@ -115,17 +117,19 @@ def _cpu_has(*flags: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("target", "flags"), [(AVX2, ("avx2",)), (VNNI, ("avx512_vnni", "avx512bw"))],
-                         ids=["avx2", "vnni"])
+@pytest.mark.parametrize(("target", "flags"), [(AVX2, ("avx2",)), (VNNI, ("avx512_vnni", "avx512bw")),
+                                               (GENERIC, ())], ids=["avx2", "vnni", "generic"])
 def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path, target: dict,
                                                               flags: tuple[str, ...]) -> None:
     rows, k, n = 16, 64, 48
     path, scheme = _int8_kernel_lib(tmp_path, target, schedule=True, rows=rows, k=k, n=n)
-    assert check_int8(path, scheme.isa, []).ok  # the dot product instruction is in the kernel
+    if scheme.isa != "generic":  # (generic: no instruction to look for)
+        assert check_int8(path, scheme.isa, []).ok  # the dot product instruction is in the kernel
     if not _cpu_has(*flags):
         pytest.skip(f"compiled and checked; this CPU lacks {', '.join(flags)} to run it")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (rows, k)).astype(np.uint8)
+    x = (rng.integers(0, 256, (rows, k)).astype(np.uint8) if scheme.act_dtype == "uint8"
+         else rng.integers(-127, 128, (rows, k)).astype(np.int8))
     w = rng.integers(-scheme.weight_max, scheme.weight_max + 1, (k, n)).astype(np.float32)
     # the packed layout (N/L, K/4, L, 4) of pack_weight, of integer weights as they are
     packed = w.astype(np.int8).reshape(k // 4, 4, n // scheme.lanes, scheme.lanes).transpose(2, 0, 3, 1)
@@ -136,7 +140,7 @@ def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path, tar
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", [AVX2, VNNI, A55], ids=["avx2", "vnni", "sdot"])
+@pytest.mark.parametrize("target", [AVX2, VNNI, A55, A53], ids=["avx2", "vnni", "sdot", "neon"])
 def test_int8_check_fails_without_the_dot_product(tmp_path: Path, target: dict) -> None:
     flags = ["--mattr=+dotprod"] if target is A55 else []
     good, scheme = _int8_kernel_lib(tmp_path, target, schedule=True)

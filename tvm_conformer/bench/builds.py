@@ -26,13 +26,13 @@ class Builder:
         self.checkpoint, self.model = checkpoint, model
         self.dir = cache / f"{model.cfg.hash()}-{sha256_file(checkpoint)[:12]}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.errors: dict[str, str] = {}  # failed builds, remembered for the other thread counts
+        self.errors: dict[str, str] = {}  # failed builds (per thread count), not tried again
 
     def files(self, spec: EngineSpec) -> dict[str, str]:
         """{"checkpoint" | "onnx" | "artifact": path}; Unavailable when it cannot be built."""
         if spec.engine in ("torch", "torch.compile"):
             return {"checkpoint": str(self.checkpoint)}
-        key = f"{spec.mode}-{spec.label}"
+        key = f"{spec.mode}-{spec.label}-{spec.threads}t"  # a build may fit one thread count only
         if key in self.errors:
             raise Unavailable(self.errors[key])
         try:

@@ -28,8 +28,12 @@ INT8_DOT = {  # isa -> (what the detail calls it, its pattern)
     "vnni": ("vpdpbusd", re.compile(r"\bvpdpbusd\b")),
     "avx2": ("vpmaddubsw", re.compile(r"\bvpmaddubsw\b")),
     "sdot": ("sdot", re.compile(r"\bsdot\b")),
-    "neon": ("smull/smlal/sadalp", re.compile(r"\b(smlal2?|smull2?|sadalp|saddlp)\b")),
-    "neon-a32": ("vmull/vmlal/vpadal", re.compile(r"\bv(mlal|mull|padal)\.s(8|16)\b")),
+    # without sdot: widening multiplies, or (our vector intrinsic, schedules/int8.py) int8 loads
+    # widened to int32 lanes and multiply-accumulated there
+    "neon": ("smull/smlal/sadalp or mla.4s", re.compile(r"\b(smlal2?|smull2?|sadalp|saddlp)\b"
+                                                         r"|\bmla\s+v\d+\.4s")),
+    "neon-a32": ("vmull/vmlal/vpadal or vmla.i32",
+                 re.compile(r"\bv(mlal|mull|padal)\.s(8|16)\b|\bvmla\.i32\b")),
     "hvx": ("vrmpy", re.compile(r"\bvrmpy\(")),
 }
 INT8_KERNEL = "int8_matmul"  # in the name of every kernel the int8 linears fuse into
