@@ -113,7 +113,7 @@ def run_sizes(out: Path, cache: Path, presets: list[str] | None = None,
             "trained": PRESETS[name]["config"] is None and res["model"]["trained"],
             "flop_per_step": flop, "min_bytes_per_step": min_bytes,
             "rows": size_rows(res["stream"], flop, min_bytes, peak),
-            "load_average": [res["machine"].get("load_average_start"),
+            "load_average": [res["machine"].get("load_average"),
                              res["machine"].get("load_average_end")],
         }
     results["load_average_end"] = os.getloadavg()
