@@ -58,19 +58,21 @@ class _OnDevice:
         """The watchdog and error translation for one remote operation on this device."""
         return remote_operation(self.device.key, what, self.timeout_s, self.servers)
 
-    def _invoke(self, inputs: list) -> tuple[np.ndarray, Any, Any]:
-        """One step on the device from its input tensors there: (log-probs on the host, the
-        two caches left on the device)."""
-        with self.remote(f"running step {len(self.timings) + 1}"):
-            t1 = time.perf_counter()
-            self.vm.set_input("main", *inputs, *self.weights)
-            self.vm.invoke_stateful("main")
-            t2 = time.perf_counter()
-            log_probs, cache_a, cache_b = self.vm.get_outputs("main")
-            out = log_probs.numpy()[0]
-            t3 = time.perf_counter()
-            device_s = float(self._timer("main").mean) if self._timer is not None else None
-        self.timings.append(StepTiming(t3 - self._t0, t2 - t1, device_s))
+    def _running(self) -> Any:  # noqa: ANN401
+        return self.remote(f"running step {len(self.timings) + 1}")
+
+    def _invoke(self, t0: float, inputs: list) -> tuple[np.ndarray, Any, Any]:
+        """One step on the device from its input tensors there (copied in since `t0`), inside
+        `_running()`: (log-probs on the host, the two caches left on the device)."""
+        t1 = time.perf_counter()
+        self.vm.set_input("main", *inputs, *self.weights)
+        self.vm.invoke_stateful("main")
+        t2 = time.perf_counter()
+        log_probs, cache_a, cache_b = self.vm.get_outputs("main")
+        out = log_probs.numpy()[0]
+        t3 = time.perf_counter()
+        device_s = float(self._timer("main").mean) if self._timer is not None else None
+        self.timings.append(StepTiming(t3 - t0, t2 - t1, device_s))
         return out, cache_a, cache_b
 
     def close(self) -> None:
@@ -114,11 +116,11 @@ class RPCBackend(_OnDevice, TVMBackend):
 
     def step(self, state, feats, att_mask):  # noqa: ANN001, ANN201
         att, cnn = state
-        with self.remote(f"sending step {len(self.timings) + 1}'s input"):
-            self._t0 = time.perf_counter()
+        with self._running():
+            t0 = time.perf_counter()
             self._feats.copyfrom(feats)
             self._mask.copyfrom(att_mask)
-        out, new_att, new_cnn = self._invoke([self._feats, att, cnn, self._mask])
+            out, new_att, new_cnn = self._invoke(t0, [self._feats, att, cnn, self._mask])
         return out, (new_att, new_cnn)
 
     def _release(self) -> None:
@@ -143,11 +145,11 @@ class RPCContractBackend(_OnDevice, TVMContractBackend):
 
     def step(self, state, x, mask):  # noqa: ANN001, ANN201
         offset, att, conv = state
-        with self.remote(f"sending step {len(self.timings) + 1}'s input"):
-            self._t0 = time.perf_counter()
+        with self._running():
+            t0 = time.perf_counter()
             inputs = [self._input("x", x), self._input("offset", np.array([offset], np.int64)),
                       att, conv, self._input("attn_mask", mask)]
-        lp, att, conv = self._invoke(inputs)
+            lp, att, conv = self._invoke(t0, inputs)
         return lp, (offset + lp.shape[0], att, conv)
 
     def _release(self) -> None:
