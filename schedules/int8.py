@@ -42,21 +42,6 @@ VECTOR_DOT_4x4 = "tvm_conformer_dot_4x4_i8i8i32_vector"  # neon, generic: scheme
 
 
 @T.prim_func(s_tir=True)
-def _dot_8x4_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (8,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
-
-
-@T.prim_func(s_tir=True)
 def _dot_8x4_avx2(a: T.handle, b: T.handle, c: T.handle) -> None:
     A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
     B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
@@ -70,21 +55,6 @@ def _dot_8x4_avx2(a: T.handle, b: T.handle, c: T.handle) -> None:
                                         B.vload([0, 0], dtype="int8x32"))
         C[T.ramp(0, 1, 8)] = C[T.ramp(0, 1, 8)] + T.call_llvm_pure_intrin(
             "int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.broadcast(T.int16(1), 16))
-
-
-@T.prim_func(s_tir=True)
-def _dot_16x4_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
 
 
 @T.prim_func(s_tir=True)
@@ -102,9 +72,8 @@ def _dot_16x4_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
             B.vload([0, 0], dtype="int8x64"))
 
 
-def _vector_dot(lanes: int, act_dtype: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """(desc, impl) of C[L] += A[4] . B[L, 4] for any ISA: the impl is vector code over the L
-    lanes (widened to int32), unrolled over the 4 products."""
+def _dot_desc(lanes: int, act_dtype: str) -> tirx.PrimFunc:
+    """What every int8 intrinsic here computes: C[L] += A[4] . B[L, 4], widened to int32."""
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -120,6 +89,13 @@ def _vector_dot(lanes: int, act_dtype: str) -> tuple[tirx.PrimFunc, tirx.PrimFun
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
 
+    return desc
+
+
+def _vector_dot(lanes: int, act_dtype: str) -> tirx.PrimFunc:
+    """The impl of `_dot_desc` for any ISA: vector code over the L lanes (widened to int32),
+    unrolled over the 4 products."""
+
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), act_dtype, offset_factor=1)
@@ -132,16 +108,17 @@ def _vector_dot(lanes: int, act_dtype: str) -> tuple[tirx.PrimFunc, tirx.PrimFun
                 for i in T.vectorized(lanes):
                     C[i] = C[i] + T.Cast("int32", A[k]) * T.Cast("int32", B[i, k])
 
-    return desc, impl
+    return impl
 
 
 def _intrinsics() -> dict[str, str]:
     """isa -> the tensor intrinsic of its dot product."""
     import tvm.s_tir.tensor_intrin  # noqa: F401 - registers TVM's x86, Arm and Hexagon intrinsics
 
-    TensorIntrin.register(AVX2_DOT_8x4, _dot_8x4_desc, _dot_8x4_avx2, override=True)
-    TensorIntrin.register(VNNI_DOT_16x4, _dot_16x4_desc, _dot_16x4_vnni, override=True)
-    TensorIntrin.register(VECTOR_DOT_4x4, *_vector_dot(4, "int8"), override=True)
+    TensorIntrin.register(AVX2_DOT_8x4, _dot_desc(8, "uint8"), _dot_8x4_avx2, override=True)
+    TensorIntrin.register(VNNI_DOT_16x4, _dot_desc(16, "uint8"), _dot_16x4_vnni, override=True)
+    TensorIntrin.register(VECTOR_DOT_4x4, _dot_desc(4, "int8"), _vector_dot(4, "int8"),
+                          override=True)
     return {"vnni": VNNI_DOT_16x4, "avx2": AVX2_DOT_8x4, "sdot": "dot_4x4_i8i8s32_sdot",
             "hvx": "dot_32x4_u8i8i32_vrmpy", "neon": VECTOR_DOT_4x4, "generic": VECTOR_DOT_4x4}
 
