@@ -154,14 +154,14 @@ def run_contract_suite(suite: Suite, out: Path, model: Path, cache: Path = CACHE
     results["seconds"] = round(time.time() - t0, 1)
     results["machine"]["load_average_end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False))
-    c, mach = spec, results["machine"]
+    mach = results["machine"]
     (out / "table.md").write_text("\n".join([
         f"# Benchmark ({results['suite']}, {results['created']})", "",
         f"Machine: {mach['cpu']}, {mach['cores']} cores; load average at the start "
         f"{mach['load_average'][0]:.2f}, at the end {mach['load_average_end'][0]:.2f}.",
-        f"Model: {model} (output_size {c.output_size}, {c.num_blocks} blocks, {c.head} heads, "
-        f"kernel {c.cnn_module_kernel}, vocab {c.vocab_size}, chunk {c.chunk_size}, "
-        f"{c.left_chunks} left chunks).",
+        f"Model: {model} (output_size {spec.output_size}, {spec.num_blocks} blocks, {spec.head} "
+        f"heads, kernel {spec.cnn_module_kernel}, vocab {spec.vocab_size}, chunk "
+        f"{spec.chunk_size}, {spec.left_chunks} left chunks).",
         f"Workload: {len(audio)} recordings, {results['workload']['audio_seconds']:.1f} s of "
         f"audio; {rounds} measured rounds after 1 warm-up, engines interleaved.", "",
         table(results["end_to_end"]), ""]))

@@ -95,12 +95,13 @@ def _host_suite(args: argparse.Namespace) -> int:
     from tvm_conformer.bench.harness import run_suite
     from tvm_conformer.bench.report import engine_table
     from tvm_conformer.bench.suites import SUITES
+    from tvm_conformer.compiler.source import is_contract_file
 
     if args.suite == "sizes":
         return _sizes_suite(args)
     out = Path(args.out)
     model = _model(args)
-    if model is not None and model.suffix.lower() == ".onnx":
+    if model is not None and is_contract_file(model):
         return _contract_suite(args, model, out)
     results = run_suite(SUITES[args.suite], out, model, _cache(args),
                         tuple(args.threads) if args.threads else None, args.rounds, args.recordings)

@@ -58,6 +58,10 @@ class _OnDevice:
         """The watchdog and error translation for one remote operation on this device."""
         return remote_operation(self.device.key, what, self.timeout_s, self.servers)
 
+    def initial_state(self):  # noqa: ANN201 - the step's caches, allocated on the device
+        with self.remote("allocating the caches"):
+            return super().initial_state()
+
     def _running(self) -> Any:  # noqa: ANN401
         return self.remote(f"running step {len(self.timings) + 1}")
 
@@ -110,10 +114,6 @@ class RPCBackend(_OnDevice, TVMBackend):
             self._feats = tvm.runtime.empty((1, cfg.chunk_input_frames, cfg.n_mels), "float32", dev)
             self._mask = tvm.runtime.empty((1, cfg.left_frames + cfg.chunk_size), "float32", dev)
 
-    def initial_state(self):  # noqa: ANN201 - (att_cache, cnn_cache) tensors on the device
-        with self.remote("allocating the caches"):
-            return super().initial_state()
-
     def step(self, state, feats, att_mask):  # noqa: ANN001, ANN201
         att, cnn = state
         with self._running():
@@ -139,17 +139,11 @@ class RPCContractBackend(_OnDevice, TVMContractBackend):
         super().__init__(vm, dev, weights, manifest)
         self._on_device(session, device, servers, timeout_s, device_timing)
 
-    def initial_state(self):  # noqa: ANN201 - (offset, attn_cache, conv_cache on the device)
-        with self.remote("allocating the caches"):
-            return super().initial_state()
-
     def step(self, state, x, mask):  # noqa: ANN001, ANN201
         offset, att, conv = state
         with self._running():
             t0 = time.perf_counter()
-            inputs = [self._input("x", x), self._input("offset", np.array([offset], np.int64)),
-                      att, conv, self._input("attn_mask", mask)]
-            lp, att, conv = self._invoke(t0, inputs)
+            lp, att, conv = self._invoke(t0, self._inputs(offset, att, conv, x, mask))
         return lp, (offset + lp.shape[0], att, conv)
 
     def _release(self) -> None:

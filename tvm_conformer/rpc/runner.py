@@ -9,7 +9,6 @@ time every step, check the device's output against the host's, append the run to
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,33 +53,16 @@ def reference_backend(manifest: dict, model: str | Path | None = None):  # noqa:
     return TorchBackend(load_checkpoint(path)[0])
 
 
-@dataclass
-class Transcript:
-    text: str
-    log_probs: np.ndarray
-    audio_seconds: float
+def transcribe(backend: Any, samples: np.ndarray, sample_rate: int):  # noqa: ANN201 - recognizer.Transcript
+    """One recording through `backend`'s step with the loop its model needs (`make_recognizer`:
+    ours, or sherpa-onnx's for a contract model)."""
+    from tvm_conformer.runtime.load import make_recognizer
+    from tvm_conformer.runtime.recognizer import transcribe_samples
+
+    return transcribe_samples(make_recognizer(backend), samples, sample_rate)
 
 
-def transcribe(backend: Any, samples: np.ndarray, sample_rate: int) -> Transcript:
-    """One recording through `backend`'s step with the loop its model needs: ours
-    (runtime/recognizer.py), or sherpa-onnx's for a contract model (runtime/contract.py)."""
-    from tvm_conformer.runtime.contract import ContractRecognizer
-
-    if hasattr(backend, "spec"):
-        rec = ContractRecognizer(backend)
-        s = rec.create_stream()
-        s.accept_waveform(sample_rate, samples)
-        s.input_finished()
-        while rec.is_ready(s):
-            rec.decode_stream(s)
-        return Transcript(rec.get_result(s), rec.all_log_probs(s), s.audio_seconds)
-    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
-
-    tr = transcribe_samples(OnlineRecognizer(backend), samples, sample_rate)
-    return Transcript(tr.text, tr.log_probs, tr.audio_seconds)
-
-
-def _check(reference: Any, samples: np.ndarray, sample_rate: int, device_run: Transcript) -> dict:
+def _check(reference: Any, samples: np.ndarray, sample_rate: int, device_run: Any) -> dict:
     """Device log-probs and transcript against the host's on the same recording."""
     host = transcribe(reference, samples, sample_rate)
     same_shape = host.log_probs.shape == device_run.log_probs.shape

@@ -229,10 +229,14 @@ class TVMContractBackend(_ContractState):
             buf = self._bufs[name] = tvm.runtime.empty(value.shape, str(value.dtype), self.dev)
         return buf.copyfrom(np.ascontiguousarray(value))
 
+    def _inputs(self, offset: int, att, conv, x, mask) -> list:  # noqa: ANN001
+        """`main`'s inputs before the weights, on this backend's device."""
+        return [self._input("x", x), self._input("offset", np.array([offset], np.int64)), att,
+                conv, self._input("attn_mask", mask)]
+
     def step(self, state, x, mask):  # noqa: ANN001, ANN201
         offset, att, conv = state
-        out = self._main(self._input("x", x), self._input("offset", np.array([offset], np.int64)),
-                         att, conv, self._input("attn_mask", mask), *self.weights)
+        out = self._main(*self._inputs(offset, att, conv, x, mask), *self.weights)
         lp = out[0].numpy()
         return lp[0], (offset + lp.shape[1], out[1], out[2])
 
