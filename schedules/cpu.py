@@ -11,7 +11,9 @@ a tile of rows x two vector registers of columns (as many rows as the register f
 them: compiler/matmul_tile.py) accumulated in registers, the reduction innermost but one; column
 tiles outermost and in parallel (each weight slice read once from memory), row tiles for 1x1
 convs.
-`VectorizeInnermost` (tvm_conformer.compiler.vectorize): elementwise kernels and the rest.
+`VectorizeInnermost` (tvm_conformer.compiler.vectorize): elementwise kernels and the rest;
+`RowReduction` (same module): row sums and maxima (LayerNorm, softmax, int8 quantization) in
+vector lanes of partial results.
 
 The tuner measures these schedules first and records them (`tvm_conformer.tune.tuner`): tuning
 starts from them, and a database never holds worse.
@@ -27,7 +29,7 @@ from tvm.target.codegen import llvm_get_vector_width
 
 from tvm_conformer.compiler.blocks import operands, reads_one_channel
 from tvm_conformer.compiler.matmul_tile import column_tile, max_tile_rows
-from tvm_conformer.compiler.vectorize import VectorizeInnermost, index_stride
+from tvm_conformer.compiler.vectorize import RowReduction, VectorizeInnermost, index_stride
 
 MAX_ROW_TILE = 8  # at most; fewer where the accumulators would not fit the registers (matmul_tile.py)
 
@@ -214,4 +216,4 @@ class Matmul(ScheduleRule):
         return sch
 
 
-RULES = [DepthwiseConv(), Matmul(), VectorizeInnermost()]
+RULES = [DepthwiseConv(), Matmul(), VectorizeInnermost(), RowReduction()]

@@ -1,8 +1,10 @@
 """Hexagon: every kernel the rule can take is vectorized by one 128-byte HVX register
-(32 fp32 / 64 fp16 lanes), so the LLVM Hexagon backend emits HVX (`vmem`, `vmpy`) for it."""
+(32 fp32 / 64 fp16 lanes), so the LLVM Hexagon backend emits HVX (`vmem`, `vmpy`) for it; row
+reductions (LayerNorm, softmax) in lanes of partial sums."""
 
-from tvm_conformer.compiler.vectorize import VectorizeInnermost
+from tvm_conformer.compiler.vectorize import RowReduction, VectorizeInnermost
 
 HVX_BITS = 1024  # +hvx-length128b; LLVM reports 128 bits for `hexagon`, the scalar width
 
-RULES = [VectorizeInnermost(vector_bits=HVX_BITS)]
+# row reductions in at least half an HVX register of fp32, as VectorizeInnermost prefers
+RULES = [VectorizeInnermost(vector_bits=HVX_BITS), RowReduction(vector_bits=HVX_BITS, min_lanes=16)]

@@ -1,4 +1,4 @@
-"""passes/fast_exp.py: fp32 sigmoid and softmax through a vectorizable exp, as accurate as expf."""
+"""passes/fast_exp.py: fp32 sigmoid, softmax and log-softmax through a vectorizable exp, as accurate as expf."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def _module(dtype: str) -> tvm.IRModule:
                 s = R.sigmoid(x)
                 silu = R.multiply(x, s)
                 p = R.nn.softmax(y, axis=-1)
-                R.output(silu, p)
-            return (silu, p)
+                logp = R.nn.log_softmax(y, axis=-1)
+                R.output(silu, p, logp)
+            return (silu, p, logp)
 
     return Mod
 
@@ -57,10 +58,10 @@ def _softmax64(y: np.ndarray) -> np.ndarray:
 def test_fp32_uses_no_scalar_exp_and_matches_float64() -> None:
     mod = _legalized("float32", fast=True)
     script = mod.script()
-    assert "fast_sigmoid" in script and "fast_softmax" in script
+    assert "fast_sigmoid" in script and "fast_softmax" in script and "fast_log_softmax" in script
     assert "T.exp(" not in script and "T.sigmoid(" not in script  # nothing LLVM scalarizes
     x, y = _inputs()
-    silu, p = _run(mod, x, y)
+    silu, p, logp = _run(mod, x, y)
     x64 = x.astype("float64")
     with np.errstate(over="ignore"):  # exp(1000) = inf: sigmoid 0, as it should
         silu_ref = x64 / (1 + np.exp(-x64))
@@ -69,6 +70,10 @@ def test_fp32_uses_no_scalar_exp_and_matches_float64() -> None:
     np.testing.assert_allclose(p, _softmax64(y), rtol=2e-6, atol=1e-12)
     assert np.isfinite(silu).all() and np.isfinite(p).all()
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+    # log-probabilities: an absolute error (what the step's 1e-4 bound is stated in)
+    y64 = y.astype("float64") - y.max(-1, keepdims=True)
+    logp_ref = y64 - np.log(np.exp(y64).sum(-1, keepdims=True))  # finite where softmax underflows
+    np.testing.assert_allclose(logp, logp_ref, rtol=1e-6, atol=2e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float16"])

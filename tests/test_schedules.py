@@ -163,3 +163,61 @@ def test_rules_use_neon_width_on_aarch64() -> None:
     scheduled = _scheduled("Matmul", func, AARCH64)
     assert "T.vectorized(8)" in scheduled.script() and "T.vectorized(16)" not in scheduled.script()
     tvm.compile(tvm.IRModule({"main": scheduled}), target=AARCH64)
+
+
+def _layer_norm(rows: int = 16, d: int = 256) -> tuple:
+    x, g, b = te.placeholder((rows, d), name="x"), te.placeholder((d,), name="g"), te.placeholder((d,), name="b")
+    xs, gs, bs = _rand(rows, d) * 3 + 1, _rand(d), _rand(1, d)[0]
+    ref = (xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-5) * gs + bs
+    return te.create_prim_func([x, g, b, topi.nn.layer_norm(x, g, b, axis=[-1])]), [xs, gs, bs], ref
+
+
+def _log_softmax(rows: int = 16, n: int = 5000) -> tuple:
+    from tvm_conformer.passes.fast_exp import _fast_log_softmax
+
+    x = te.placeholder((1, rows, n), name="x")
+    xs = _rand(1, rows, n) * 8
+    x64 = xs.astype("float64") - xs.max(-1, keepdims=True)
+    ref = x64 - np.log(np.exp(x64).sum(-1, keepdims=True))
+    return te.create_prim_func([x, _fast_log_softmax(x)]), [xs], ref
+
+
+@pytest.mark.parametrize("kernel", [_layer_norm, _log_softmax])
+def test_row_reduction_rule_sums_rows_in_vector_lanes(kernel) -> None:  # noqa: ANN001
+    """LayerNorm and log-softmax: each row reduction split into vector lanes of partial sums
+    (`rfactor`, a vectorized accumulator), results as the unscheduled kernel's and numpy's."""
+    func, inputs, ref = kernel()
+    scheduled = _scheduled("RowReduction", func)
+    script = scheduled.script()
+    assert "_rf" in script and ("T.vectorized(16)" in script or "T.vectorized(8)" in script)
+    _check("RowReduction", func, inputs, ref.astype("float32"))
+
+
+def test_row_reduction_rule_quantizes_int8_rows_exactly() -> None:
+    """The int8 activations' row absolute maximum through lanes of partial maxima: the same
+    bytes and scales as the unscheduled kernel (a maximum does not depend on the order)."""
+    from tvm_conformer.passes.quantize_int8 import int8_quantize_func
+
+    func = int8_quantize_func((16,), 300, 304, "uint8", 128)
+    sch = RULES["RowReduction"].apply(func, HOST, False)
+    assert sch is not None and "T.vectorized" in sch.mod["main"].script()
+    xs = _rand(16, 300) * 4
+    outs = []
+    for f in (func, sch.mod["main"]):
+        lib = tvm.compile(tvm.IRModule({"main": f}), target=HOST)
+        args = [tvm.runtime.tensor(xs), tvm.runtime.tensor(np.zeros((16, 304), "uint8")),
+                tvm.runtime.tensor(np.zeros((16, 1), "float32"))]
+        lib(*args)
+        outs.append([a.numpy() for a in args[1:]])
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    np.testing.assert_allclose(outs[1][1][:, 0], np.abs(xs).max(-1) / 127, rtol=1e-6)
+
+
+def test_row_reduction_rule_declines_a_reduction_across_rows() -> None:
+    """A sum down the columns would gather its lanes across rows: left to the next rule."""
+    x = te.placeholder((64, 48), name="x")
+    k = te.reduce_axis((0, 64), name="k")
+    col = te.compute((48,), lambda j: te.sum(x[k, j], axis=k), name="col_sum")
+    out = te.compute((48,), lambda j: col[j] * 2.0, name="out")
+    assert RULES["RowReduction"].apply(te.create_prim_func([x, out]), HOST, False) is None

@@ -13,6 +13,14 @@ on its own. So the rule vectorizes explicitly, along the innermost spatial axis:
   contiguous axis); other reductions only when the lanes are contiguous.
 
 Functions with a row sum (softmax, LayerNorm) are left to the next rule.
+
+`RowReduction`: the functions with a row sum or row max (LayerNorm, log-softmax, softmax, the
+int8 activations' absolute maximum). dlight's CPU `Reduction` keeps the reduction a scalar
+loop, a chain of dependent adds (latency-bound: a LayerNorm of 16 x 256 took 7.7 us, its two
+row sums 2 x 16 x 256 additions at 4 cycles each). Here each reduction is split into lanes by
+`rfactor`: L partial sums (or maxima) in one vector register, accumulated over the row L
+elements at a time, then folded into one, and every injective block vectorized along its
+contiguous axis: 16 x 256 LayerNorm 20x faster.
 """
 
 from __future__ import annotations
@@ -181,3 +189,67 @@ class VectorizeInnermost(dl.ScheduleRule):
         sch.vectorize(vec)
         if reduce:  # the zero-fill before the reduction loops keeps the vector loop
             sch.decompose_reduction(info.block_rv, reduce[0])
+
+
+class RowReduction(dl.ScheduleRule):
+    """Row reductions by vector lanes of partial results (`rfactor`), injective blocks
+    vectorized; every reduction must run over the innermost, contiguous axis of what it reads."""
+
+    def __init__(self, vector_bits: int | None = None, min_lanes: int = 4) -> None:
+        """`vector_bits`: SIMD register width (None: what LLVM reports for the target);
+        `min_lanes`: shorter vectors are left scalar (LLVM's Hexagon backend emits no HVX for
+        them)."""
+        self.vector_bits = vector_bits
+        self.min_lanes = min_lanes
+
+    def is_target_available(self, target: Target) -> bool:
+        return target.kind.name == "llvm"
+
+    def apply(
+        self, func: tirx.PrimFunc, target: Target, _tunable: bool
+    ) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or all(info.is_injective() for info in infos):
+            return None
+        infos = try_inline(sch, infos)
+        for info in infos:
+            kinds = info.dom_kind()
+            if "O" in kinds or not kinds.startswith("S"):
+                return None
+            if not info.is_injective() and (
+                    kinds.count("R") != 1 or not kinds.endswith("R")
+                    or gathers(sch.get(info.block_rv), info.iters[-1].var)):
+                return None  # not one reduction over the contiguous innermost axis
+        vector_bits = self.vector_bits or llvm_get_vector_width(target)
+        for info in infos:
+            block = sch.get(info.block_rv)
+            bits = max(r.source.dtype.bits for r in [*block.reads, *block.writes])
+            lanes = self._lanes(info, vector_bits // bits)
+            if info.is_injective():
+                if lanes and not gathers(block, info.iters[-1].var):
+                    vec = sch.split(sch.get_loops(info.block_rv)[-1], factors=[None, lanes])[-1]
+                    sch.vectorize(vec)
+                continue
+            if not lanes:
+                continue
+            loops = sch.get_loops(info.block_rv)
+            lane = sch.split(loops[-1], factors=[None, lanes])[-1]
+            partial = sch.rfactor(lane, factor_axis=len(loops) - 1)
+            step, lane = sch.get_loops(partial)[-2:]  # (..., row step, lane): the lanes innermost
+            sch.vectorize(lane)
+            init = sch.decompose_reduction(partial, step)
+            sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+    def _lanes(self, info: SBlockInfo, max_lanes: int) -> int:
+        """The largest power of two dividing the innermost axis, up to a register (lanes of the
+        widest type the block touches: an int8 quantization computes in fp32); 0: too short a
+        vector, left scalar."""
+        extent = info.iters[-1].dom
+        if not isinstance(extent, int):
+            return 0
+        lanes = min(extent & -extent, max_lanes)
+        return lanes if lanes >= min(self.min_lanes, max_lanes) and lanes > 1 else 0

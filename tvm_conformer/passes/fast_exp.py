@@ -1,4 +1,4 @@
-"""fp32 sigmoid and softmax legalized through TOPI's `fast_exp`, an exp LLVM can vectorize.
+"""fp32 sigmoid, softmax and log-softmax legalized through TOPI's `fast_exp`, an exp LLVM can vectorize.
 
 `T.exp` (and `T.sigmoid`, lowered to it) becomes LLVM's `llvm.exp` intrinsic, which has no
 vector form without a vector math library: a vectorized loop calls the scalar `expf` once per
@@ -6,8 +6,9 @@ lane. On the shipped model that made the feed-forward modules' SiLU (12 kernels 
 second most expensive kernel of the step, ahead of every matmul but one. `topi.fast_exp`
 computes exp from a degree-5 polynomial and a bit shift of the exponent (range-reduced,
 inputs clamped to [-88.38, 88.38]), all vector instructions: 9x faster on a 16 x 576 SiLU
-with AVX-512, at a relative error <= 2e-6 (tests/test_fast_exp.py checks sigmoid and
-softmax against float64 numpy; the step's log-probs stay within 1e-4 of PyTorch).
+with AVX-512, at a relative error <= 2e-6 (tests/test_fast_exp.py checks sigmoid, softmax and
+log-softmax against float64 numpy; the step's log-probs stay within 1e-4 of PyTorch). The
+output's log-softmax (16 x 5000 at WeNet size) spent 4.6 ns per element in `expf`.
 
 Only float32 is rewritten (`fast_exp` has no fp16 form); everything else keeps the default
 legalization, so `LegalizeOps(customize_legalize_map=fast_exp_legalizations())` is a drop-in
@@ -48,11 +49,37 @@ def _legalize_softmax(default: LegalizeFunc) -> Callable:
     return legalize
 
 
+def _fast_log_softmax(x: te.Tensor) -> te.Tensor:
+    """log_softmax over the last axis: x - max - log(sum(fast_exp(x - max)))."""
+    n = x.shape[-1]
+    k_max, k_sum = te.reduce_axis((0, n), name="k_max"), te.reduce_axis((0, n), name="k_sum")
+    peak = te.compute(x.shape[:-1], lambda *i: te.max(x[(*i, k_max)], axis=k_max),
+                      name="log_softmax_max")
+    e = topi.fast_exp(te.compute(x.shape, lambda *i: x[i] - peak[i[:-1]], name="log_softmax_shift"))
+    total = te.compute(x.shape[:-1], lambda *i: te.sum(e[(*i, k_sum)], axis=k_sum),
+                       name="log_softmax_sum")
+    return te.compute(x.shape, lambda *i: x[i] - peak[i[:-1]] - te.log(total[i[:-1]]),
+                      name="fast_log_softmax")
+
+
+def _legalize_log_softmax(default: LegalizeFunc) -> Callable:
+    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x = call.args[0]
+        ndim = x.ty.ndim if is_tensor_of(x, "float32") else -1
+        if ndim < 1 or int(call.attrs.axis) not in (-1, ndim - 1):
+            return default(bb, call)
+        return bb.call_te(_fast_log_softmax, x, primfunc_name_hint="fast_log_softmax")
+
+    return legalize
+
+
 def fast_exp_legalizations() -> dict[str, LegalizeFunc]:
     """`customize_legalize_map` for `relax.transform.LegalizeOps`."""
     import tvm
 
     default = tvm.ir.Op.get("relax.sigmoid").get_attr("FLegalize")
     default_softmax = tvm.ir.Op.get("relax.nn.softmax").get_attr("FLegalize")
+    default_log_softmax = tvm.ir.Op.get("relax.nn.log_softmax").get_attr("FLegalize")
     return {"relax.sigmoid": _legalize_sigmoid(default),
-            "relax.nn.softmax": _legalize_softmax(default_softmax)}
+            "relax.nn.softmax": _legalize_softmax(default_softmax),
+            "relax.nn.log_softmax": _legalize_log_softmax(default_log_softmax)}
