@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI: the shipped model compiled for every device in targets/, fp32 and fp16 (and int8 for the
-# Arm CPUs), into build/ci-artifacts/<target>-<precision>/, each checked without a device (ELF header, NEON/HVX
+# Arm CPUs and Hexagon), two builds at a time (JOBS=2: a build uses one core), into
+# build/ci-artifacts/<target>-<precision>/, each checked without a device (ELF header, NEON/HVX
 # code in the hot kernels, OpenCL through clang, every Mali kernel run on PoCL against its llvm
 # build, loading on this machine where it can).
 # Then a model none of our code wrote, in the WeNet / sherpa-onnx streaming-CTC ONNX contract
@@ -12,17 +13,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/ci-artifacts
-.venv/bin/tvm-conformer compile --target all --precision fp32,fp16 --check -o "$out" "$@"
-# int8 for every Arm CPU target (sdot where the core has it, NEON widening multiplies elsewhere).
-# Hexagon int8 (vrmpy) builds and checks green too, but takes ~460 s per target here: run it by hand
-# (`compile --target hexagon-v68,hexagon-v73 --precision int8 --check`).
-arm=$(.venv/bin/python -c "from tvm_conformer.targets import list_targets
-print(','.join(t.name for t in list_targets() if t.family == 'cpu'
-               and str(t.tvm_target.get('mtriple', '')).startswith(('aarch64', 'arm'))))")
-.venv/bin/tvm-conformer compile --target "$arm" --precision int8 --check -o "$out" "$@"
+jobs=${JOBS:-2}
+.venv/bin/tvm-conformer compile --target all --precision fp32,fp16 --check --jobs "$jobs" -o "$out" "$@"
+# int8 for Hexagon (vrmpy; ~460 s a build, so first, side by side) and every Arm CPU target
+# (sdot where the core has it, NEON widening multiplies elsewhere)
+int8=$(.venv/bin/python -c "from tvm_conformer.targets import list_targets
+print(','.join([t.name for t in list_targets() if t.family == 'hexagon']
+               + [t.name for t in list_targets() if t.family == 'cpu'
+                  and str(t.tvm_target.get('mtriple', '')).startswith(('aarch64', 'arm'))]))")
+.venv/bin/tvm-conformer compile --target "$int8" --precision int8 --check --jobs "$jobs" -o "$out" "$@"
 .venv/bin/python tests/contract_models.py small "$out/contract-model"
 .venv/bin/tvm-conformer compile --model "$out/contract-model/model.onnx" \
-    --target all --precision fp32 --check -o "$out/contract" "$@"
+    --target all --precision fp32 --check --jobs "$jobs" -o "$out/contract" "$@"
 .venv/bin/python - "$out" <<'PY'
 import json, sys
 from pathlib import Path

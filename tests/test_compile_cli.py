@@ -136,13 +136,19 @@ def test_several_builds_are_summarized_and_go_on_after_a_failure(
 ) -> None:
     broken = _device_file(tmp_path, VALID.replace("name = \"rpi4\"", "name = \"board\"").replace(
         "aarch64-linux-gnu-g++", "sparc64-linux-gnu-g++"))
+    # side by side in two processes, as make cross builds (a failure in one is still a row)
     code = main(["compile", "--target", f"{broken},armv7-a7", "--model", str(tiny_checkpoint),
-                 "--no-passes", "--check", "-o", str(tmp_path / "all")])
+                 "--no-passes", "--check", "-o", str(tmp_path / "all"), "--jobs", "2"])
     assert code == 1
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert "apt-get install g++-sparc64-linux-gnu" in rows["board-fp32"]
     assert rows["armv7-a7-fp32"].split()[1] == "ok" and "neon:ok" in rows["armv7-a7-fp32"]
     assert (tmp_path / "all" / "armv7-a7-fp32" / "lib.so").is_file()
+
+
+def test_jobs_must_be_a_positive_count(capsys: pytest.CaptureFixture) -> None:
+    err = _error(capsys, ["compile", "--target", "rpi4,armv7-a7", "--jobs", "0"])
+    assert "--jobs takes a count >= 1" in err
 
 
 def test_pass_selection_defaults_to_none_like_the_api() -> None:

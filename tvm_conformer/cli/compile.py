@@ -2,7 +2,7 @@
 
     tvm-conformer compile --target rpi4                      # build/rpi4-fp32/
     tvm-conformer compile --target mali-g78 --precision fp16 --check --report
-    tvm-conformer compile --target all --precision fp32,fp16 --check -o build/ci-artifacts
+    tvm-conformer compile --target all --precision fp32,fp16 --check -o build/ci-artifacts --jobs 2
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the kernel count and the kernels left without a schedule")
     p.add_argument("--check", action="store_true",
                    help="check the artifact without a device: ELF, NEON/HVX code, OpenCL, loading")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with several targets or precisions, builds run at once in this many "
+                        "processes (a build uses one core; default: 1)")
 
 
 def _split(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -135,6 +138,19 @@ def _row(device, precision: str, out: Path, manifest: dict, checks: list) -> lis
             f"{bound.rtf_lower_bound:.5f}", " ".join(f"{c.name}:{MARK[c.ok]}" for c in checks) or "-"]
 
 
+def _one(args: argparse.Namespace, device, precision: str, out: Path) -> list[str]:  # noqa: ANN001
+    """One build of several: its summary row, FAIL with the reason if it did not build."""
+    try:
+        return _row(device, precision, out, *_build(args, device, precision, out))
+    except UserError as exc:
+        return [out.name, "FAIL", *["-"] * 5, str(exc)]
+    except Exception as exc:  # a compiler bug in one build must not hide the others
+        traceback.print_exc()
+        last = str(exc).strip().splitlines()[-1]  # TVM puts the reason last
+        return [out.name, "FAIL", *["-"] * 5, f"{type(exc).__name__}: "
+                f"{'...' if len(last) > 200 else ''}{last[-200:]}"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Compile each (target, precision); with several, go on after a failure and summarize.
     Exit 1 when a check or (with several builds) a build fails."""
@@ -143,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     devices = _targets(args.target)
     precisions = _split(args.precision, PRECISIONS, "precision")
     _passes(args)  # a bad list fails before any compile
+    if args.jobs < 1:
+        raise UserError("--jobs takes a count >= 1")
     if args.database:  # a torn or foreign database fails here in one line, not inside TVM
         from tvm_conformer.compiler.database import check_database
 
@@ -157,19 +175,19 @@ def run(args: argparse.Namespace) -> int:
         _, checks = _build(args, device, precision, out)
         return 1 if any(c.ok is False for c in checks) else 0
     root = Path(args.out or REPO_DIR / "build")
-    rows, failed, t0 = [], 0, time.time()
-    for device, precision in builds:
-        out = root / f"{device.name}-{precision}"
-        try:
-            rows.append(_row(device, precision, out, *_build(args, device, precision, out)))
-        except UserError as exc:
-            rows.append([out.name, "FAIL", *["-"] * 5, str(exc)])
-        except Exception as exc:  # a compiler bug in one build must not hide the others
-            traceback.print_exc()
-            last = str(exc).strip().splitlines()[-1]  # TVM puts the reason last
-            rows.append([out.name, "FAIL", *["-"] * 5, f"{type(exc).__name__}: "
-                         f"{'...' if len(last) > 200 else ''}{last[-200:]}"])
-        failed += rows[-1][1] == "FAIL"
+    t0 = time.time()
+    jobs = [(args, device, precision, root / f"{device.name}-{precision}")
+            for device, precision in builds]
+    if args.jobs == 1:
+        rows = [_one(*job) for job in jobs]
+    else:  # fresh interpreters: TVM's state is not fork-safe
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_one, *zip(*jobs, strict=True)))
+    failed = sum(row[1] == "FAIL" for row in rows)
     header = ["build", "result", "seconds", "MB", "kernels", "unscheduled",
               "RTF >= (estimate)", "checks or error"]
     print(format_table([header, *rows]))
