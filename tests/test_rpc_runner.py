@@ -238,3 +238,51 @@ def test_architecture_names(tmp_path) -> None:
     assert library_arch(tmp_path) == "aarch64"
     fake_library(tmp_path / "lib.so", EM_X86_64)
     assert library_arch(tmp_path) == "x86_64"
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_int8_sdot_build_on_the_board_computes_what_the_host_int8_build_does(
+    emulated_board: "EmulatedBoard", tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The Cortex-A55 int8 build (sdot kernels) run on the emulated board. Both int8 schemes
+    quantize alike (weights per channel to 127 steps, activations per row), so where this host's
+    scheme has the same weight range (VNNI; AVX2 keeps 7 bits) the int32 sums are the same
+    integers and the board's log-probs equal the host int8 build's up to fp32 rounding; always,
+    they stay within int8's error of PyTorch's fp32 and give its text."""
+    from board_fixtures import BOARD_TARGET
+
+    from tvm_conformer.audio.wav import load_audio
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
+    from tvm_conformer.passes.quantize_int8 import int8_scheme
+    from tvm_conformer.rpc.backend import make_rpc_backend
+    from tvm_conformer.runtime.recognizer import OnlineRecognizer, transcribe_samples
+    from tvm_conformer.runtime.tvm_backend import TVMBackend
+    from tvm_conformer.targets import load_target
+    from tvm_conformer.verify.checks import check_artifact
+
+    board = load_target(BOARD_TARGET)
+    assert int8_scheme(board.tvm()).isa == "sdot"
+    arts = {}
+    for name, device in (("board", board), ("host", load_target("host"))):
+        arts[name] = tmp_path / name
+        compile_artifact(arts[name], device, tiny_checkpoint, quiet=True, use_default_database=False,
+                         opts=PipelineOptions(family="cpu", precision="int8"))
+    int8_check = {c.name: c for c in check_artifact(arts["board"])}["int8-sdot"]
+    assert int8_check.ok, int8_check.detail  # the board runs sdot kernels, not a fallback
+    samples, sr = load_audio(DEFAULT_RECORDING)
+    backend = make_rpc_backend(arts["board"], emulated_board.key, _tracker(emulated_board),
+                               progress=False)
+    try:
+        got = transcribe_samples(OnlineRecognizer(backend), samples, sr)
+    finally:
+        backend.close()
+    host = transcribe_samples(OnlineRecognizer(TVMBackend.load(arts["host"])), samples, sr)
+    fp32 = _host_transcript(tiny_checkpoint, DEFAULT_RECORDING)
+    assert got.log_probs.shape == host.log_probs.shape == fp32.log_probs.shape
+    host_scheme = int8_scheme(load_target("host").tvm())
+    if host_scheme.weight_max == 127:
+        assert np.max(np.abs(got.log_probs - host.log_probs)) <= 1e-3
+    assert np.max(np.abs(got.log_probs - fp32.log_probs)) <= 1.0
+    assert got.text == host.text == fp32.text
