@@ -119,3 +119,23 @@ def test_a_build_refused_at_one_thread_count_is_tried_at_another(
     assert builder.files(EngineSpec("tvm", tvm="tuned", threads=2)) == {"artifact": "built"}
     with pytest.raises(Unavailable, match="runs on 1"):  # remembered, not built again
         builder.files(EngineSpec("tvm", tvm="tuned", threads=1))
+
+
+def test_tuned_builds_take_the_database_compile_applies() -> None:
+    """`tvm-tuned` is built with the database `compile --model M` applies by default: the
+    model's own (`tune --model M` wrote tuning_logs/host-<config hash>/, here the WeNet-size
+    preset's), else the shipped host database; one tuned for another thread count is refused
+    with the reason."""
+    from tvm_conformer.bench.builds import Unavailable, pipeline_options
+    from tvm_conformer.bench.engines import EngineSpec
+    from tvm_conformer.compiler.database import read_manifest
+    from tvm_conformer.paths import TUNING_LOGS_DIR
+
+    shipped = read_manifest(TUNING_LOGS_DIR / "host")["model"]["config_hash"]
+    wenet = "9f269ab8c25d139e"  # bench --model wenet-u2pp (seeded random weights)
+    assert read_manifest(TUNING_LOGS_DIR / f"host-{wenet}") is not None
+    tuned = EngineSpec("tvm", threads=2, tvm="tuned")
+    assert Path(pipeline_options(tuned, wenet).database).name == f"host-{wenet}"
+    assert Path(pipeline_options(tuned, shipped).database).name == "host"
+    with pytest.raises(Unavailable, match="tuned on 2 threads"):
+        pipeline_options(EngineSpec("tvm", threads=1, tvm="tuned"), wenet)
