@@ -116,8 +116,8 @@ def _supported(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
     return True
 
 
-class VectorizeInnermost(dl.ScheduleRule):
-    """Vectorizes the innermost spatial loop of every block by `vector_bits` worth of lanes."""
+class _LLVMRule(dl.ScheduleRule):
+    """A rule for LLVM (CPU-like) targets at a SIMD width of `vector_bits`."""
 
     def __init__(self, vector_bits: int | None = None) -> None:
         """`vector_bits`: SIMD register width (None: what LLVM reports for the target)."""
@@ -126,15 +126,27 @@ class VectorizeInnermost(dl.ScheduleRule):
     def is_target_available(self, target: Target) -> bool:
         return target.kind.name == "llvm"
 
-    def apply(
-        self, func: tirx.PrimFunc, target: Target, _tunable: bool
-    ) -> s_tir.Schedule | None:
+    def _blocks(self, func: tirx.PrimFunc, target: Target
+                ) -> tuple[s_tir.Schedule, list[SBlockInfo]] | None:
+        """A schedule of `func` and its blocks; None: another target, or blocks dlight cannot
+        normalize."""
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        if infos is None:
+        return None if infos is None else (sch, infos)
+
+
+class VectorizeInnermost(_LLVMRule):
+    """Vectorizes the innermost spatial loop of every block by `vector_bits` worth of lanes."""
+
+    def apply(
+        self, func: tirx.PrimFunc, target: Target, _tunable: bool
+    ) -> s_tir.Schedule | None:
+        found = self._blocks(func, target)
+        if found is None:
             return None
+        sch, infos = found
         infos = try_inline(sch, infos)
         if not all(_supported(sch, info) for info in infos):
             return None
@@ -191,29 +203,23 @@ class VectorizeInnermost(dl.ScheduleRule):
             sch.decompose_reduction(info.block_rv, reduce[0])
 
 
-class RowReduction(dl.ScheduleRule):
+class RowReduction(_LLVMRule):
     """Row reductions by vector lanes of partial results (`rfactor`), injective blocks
     vectorized; every reduction must run over the innermost, contiguous axis of what it reads."""
 
     def __init__(self, vector_bits: int | None = None, min_lanes: int = 4) -> None:
-        """`vector_bits`: SIMD register width (None: what LLVM reports for the target);
-        `min_lanes`: shorter vectors are left scalar (LLVM's Hexagon backend emits no HVX for
-        them)."""
-        self.vector_bits = vector_bits
+        """`min_lanes`: shorter vectors are left scalar (LLVM's Hexagon backend emits no HVX
+        for them)."""
+        super().__init__(vector_bits)
         self.min_lanes = min_lanes
-
-    def is_target_available(self, target: Target) -> bool:
-        return target.kind.name == "llvm"
 
     def apply(
         self, func: tirx.PrimFunc, target: Target, _tunable: bool
     ) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        found = self._blocks(func, target)
+        if found is None or all(info.is_injective() for info in found[1]):
             return None
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None or all(info.is_injective() for info in infos):
-            return None
+        sch, infos = found
         infos = try_inline(sch, infos)
         for info in infos:
             kinds = info.dom_kind()
