@@ -14,6 +14,11 @@ data=$cache/data/open-v1
 run=$cache/runs/open-v1-$variant
 py=${PYTHON:-.venv/bin/python}
 tc() { nice -n 19 "$py" -m tvm_conformer "$@"; }
+# With sched_autogroup (Linux's default for desktop-style kernels, on here) `nice` only ranks
+# processes inside one session: a run started from its own session (setsid, nohup from
+# another terminal) took an equal share of the CPU against a CI run in another session. The
+# session's autogroup gets the nice value too.
+echo 19 > /proc/self/autogroup 2>/dev/null || true
 # bf16 autocast where the CPU has bf16 arithmetic (AVX-512-BF16 or AMX): 1.27x faster steps on
 # this znver4, the same loss (docs/TRAINING.md); BF16=0 turns it off
 bf16=""
