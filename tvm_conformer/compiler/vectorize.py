@@ -203,6 +203,14 @@ class VectorizeInnermost(_LLVMRule):
             sch.decompose_reduction(info.block_rv, reduce[0])
 
 
+def _parallel_rows(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, inner: int) -> None:
+    """The block's loops outside its `inner` innermost ones (its rows) fused and run in
+    parallel; the thread policy makes the small kernels serial again."""
+    rows = sch.get_loops(block)[:-inner]
+    if rows:
+        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+
+
 class RowReduction(_LLVMRule):
     """Row reductions by vector lanes of partial results (`rfactor`), injective blocks
     vectorized; every reduction must run over the innermost, contiguous axis of what it reads."""
@@ -238,14 +246,20 @@ class RowReduction(_LLVMRule):
                 if lanes and not gathers(block, info.iters[-1].var):
                     vec = sch.split(sch.get_loops(info.block_rv)[-1], factors=[None, lanes])[-1]
                     sch.vectorize(vec)
+                    _parallel_rows(sch, info.block_rv, 2)
+                else:
+                    _parallel_rows(sch, info.block_rv, 1)
                 continue
             if not lanes:
+                _parallel_rows(sch, info.block_rv, 1)
                 continue
             loops = sch.get_loops(info.block_rv)
             lane = sch.split(loops[-1], factors=[None, lanes])[-1]
             partial = sch.rfactor(lane, factor_axis=len(loops) - 1)
             step, lane = sch.get_loops(partial)[-2:]  # (..., row step, lane): the lanes innermost
             sch.vectorize(lane)
+            _parallel_rows(sch, partial, 2)
+            _parallel_rows(sch, info.block_rv, 1)  # the lanes' results folded, row by row
             init = sch.decompose_reduction(partial, step)
             sch.vectorize(sch.get_loops(init)[-1])
         return sch
