@@ -33,10 +33,10 @@ from tvm.script import tirx as T
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
+from tvm_conformer.compiler.matmul_tile import HVX_BITS
 from tvm_conformer.compiler.vectorize import RowReduction
 from tvm_conformer.passes.quantize_int8 import BLOCK, QUANTIZE_BLOCK, int8_scheme
 
-HVX_BITS = 1024  # one HVX register (+hvx-length128b)
 MAX_ROW_TILE = 8  # rows of accumulators per column vector (8 of AVX2's 16 ymm registers)
 AVX2_DOT_8x4 = "tvm_conformer_dot_8x4_u8i8i32_avx2"
 VNNI_DOT_16x4 = "tvm_conformer_dot_16x4_u8i8i32_vnni"
