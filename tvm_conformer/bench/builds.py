@@ -87,7 +87,7 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
     `compile` applies by default: this model's own (`tuning_logs/host-<config hash>/`, what
     `tune --model M` writes), else the committed host database (`tuning_logs/host/`), when its
     manifest matches this model and these options."""
-    from tvm_conformer.compiler.database import log_dir_for, mismatch, model_log_dir, read_manifest
+    from tvm_conformer.compiler.database import database_dir, mismatch, read_manifest
     from tvm_conformer.compiler.pipeline import GRAPH_PASSES, PipelineOptions
 
     # built for its thread count (1: serial kernels); untuned kernels have no threads to set
@@ -96,9 +96,7 @@ def pipeline_options(spec: EngineSpec, config_hash: str):  # noqa: ANN201 - Pipe
                            threads=spec.threads if spec.tvm != "untuned" else 0)
     if spec.tvm != "tuned":
         return opts
-    log_dir = model_log_dir("host", config_hash)
-    if read_manifest(log_dir) is None:
-        log_dir = log_dir_for("host")
+    log_dir = database_dir("host", config_hash)
     manifest = read_manifest(log_dir)
     if manifest is None:
         raise Unavailable(f"no database ({log_dir.relative_to(REPO_DIR)}/)")

@@ -241,6 +241,13 @@ def thread_mismatch(manifest: dict, opts: Any) -> str | None:  # noqa: ANN401 - 
     return None
 
 
+def database_dir(target: str, model_cfg_hash: str, logs_dir: Path | None = None) -> Path:
+    """Where a build of this model for `target` looks for its database: the model's own
+    (`tune --model M` wrote it), else `tuning_logs/<target>`."""
+    own = model_log_dir(target, model_cfg_hash, logs_dir)
+    return own if read_manifest(own) is not None else log_dir_for(target, logs_dir)
+
+
 def default_database(
     target: Any,  # noqa: ANN401 - str or DeviceTarget
     model_cfg_hash: str,
@@ -254,9 +261,7 @@ def default_database(
     or database raises UserError, so no build silently ignores or misreads it.
     """
     name = target if isinstance(target, str) else target.name
-    log_dir = model_log_dir(name, model_cfg_hash, logs_dir)  # this model's own, if tuned
-    if read_manifest(log_dir) is None:
-        log_dir = log_dir_for(name, logs_dir)
+    log_dir = database_dir(name, model_cfg_hash, logs_dir)
     manifest = read_manifest(log_dir)
     if manifest is None:
         return None
