@@ -106,6 +106,22 @@ def test_build_is_resumable_and_records_its_features(tmp_path: Path,
     with pytest.raises(UserError, match="another corpus"):
         open_corpus.build_open_dataset(out, n_train=20, n_valid=3, n_test=3, seed=1,
                                        progress=False)
+    # the curriculum's easy recordings: one sentence, dry, SNR >= 10 dB, <= 1.5 s of silence
+    easy = open_corpus.easy_ids(out)
+    for row in rows:
+        assert (row["id"] in easy) == (
+            len(row["texts"]) == 1 and row["rt60"] is None and row["lead"] + row["trail"] <= 1.5
+            and (row["snr"] is None or row["snr"] >= 10)), row
+    assert 0 < len(easy) < 20
+    from tvm_conformer.train.trainer import TrainConfig, train
+    run = tmp_path / "run"
+    train(TrainConfig(data_dir=str(out), run_dir=str(run), threads=1, max_steps=3,
+                      curriculum_steps=2, batch_frames=1500, warmup_steps=2, log_every=1,
+                      model={"d_model": 32, "n_heads": 2, "n_layers": 1, "ffn_ratio": 2,
+                             "conv_kernel": 5, "decoder_layers": 0}))
+    events = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
+    assert events[0] == {"event": "curriculum", "utterances": len(easy), "step": 0}
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3]
 
 
 @needs_fortunes

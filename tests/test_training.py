@@ -73,3 +73,8 @@ def test_a_stopped_run_resumes_bit_identically(tiny_data: Path, tmp_path: Path) 
 def test_resume_needs_a_run(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="nothing to resume"):
         resume(tmp_path)
+
+
+def test_a_curriculum_needs_the_open_corpus_manifest(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no easy recordings.*use 0"):
+        _run(tiny_data, tmp_path / "a.pt", curriculum_steps=5)

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     p.add_argument("--batch-frames", type=int, default=10000, help="fbank frames per batch")
     p.add_argument("--warmup-steps", type=int, default=300)
+    p.add_argument("--curriculum-steps", type=int, default=0,
+                   help="the first N steps train on the easy recordings only (one sentence, "
+                   "no reverberation, SNR >= 10 dB, little silence; open corpus manifests)")
     p.add_argument("--subsampling", default="dws", choices=["dws", "vanilla"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir, save_minutes=args.save_minutes, valid_every=args.valid_every,
         max_steps=args.max_steps, bf16=args.bf16, log_every=args.log_every, batch_frames=args.batch_frames,
         warmup_steps=args.warmup_steps, valid_each_epoch=args.valid_every is None,
+        curriculum_steps=args.curriculum_steps,
     )
     print(f"writing the checkpoint to {out or Path(args.run_dir) / 'best.pt'}", flush=True)
     result = train(cfg)

@@ -282,6 +282,27 @@ def _hours(out: Path, split: str) -> float:
     return sum(float(r["seconds"]) for r in rows) / 3600
 
 
+def easy_ids(out_dir: str | Path, split: str = "train") -> set[str]:
+    """Ids of a split's easy recordings, for a training curriculum: one sentence, no
+    reverberation, noise at 10 dB SNR or less of it, at most 1.5 s of silence around it (the
+    manifest's fields; an empty set for datasets without them, e.g. the template corpus)."""
+    split_dir = Path(out_dir) / split
+    paths = [split_dir / "manifest.jsonl"] if (split_dir / "manifest.jsonl").is_file() else (
+        sorted(split_dir.glob("part-*[0-9]/manifest.jsonl")))
+    ids = set()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if "texts" not in r or "snr" not in r:
+                continue
+            if (len(r["texts"]) == 1 and not r.get("rt60") and (r["snr"] is None or r["snr"] >= 10)
+                    and float(r.get("lead", 0)) + float(r.get("trail", 0)) <= 1.5):
+                ids.add(r["id"])
+    return ids
+
+
 def build_open_dataset(
     out_dir: str | Path, n_train: int = 16000, n_valid: int = 400, n_test: int = 300,
     seed: int = 0, workers: int = 2, progress: bool = True, fbank: dict | None = None,

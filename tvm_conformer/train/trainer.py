@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from tvm_conformer.audio.features import check_fbank
 from tvm_conformer.data.dataset import dataset_fbank, load_split
+from tvm_conformer.data.open_corpus import easy_ids
 from tvm_conformer.decode.ctc import ctc_greedy
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import (
@@ -69,6 +70,10 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many steps of this run (schedule step)
     bf16: bool = False  # bfloat16 autocast for the forward pass (CPU AMX/AVX-512-BF16)
     valid_each_epoch: bool = True  # validate at the end of every epoch
+    # the first N steps draw their batches from the easy recordings only (open_corpus.easy_ids:
+    # one sentence, clean or mildly noisy, little silence): CTC learns its alignments there
+    # first, then the whole corpus (0: no curriculum)
+    curriculum_steps: int = 0
 
 
 def _batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
@@ -238,11 +243,13 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
 
     step, best_wer, history, spent = first_step, math.inf, [], 0.0
     epoch0, batch0, order, total, n_in_epoch = 0, 0, None, 0.0, 0
+    curriculum = False  # the current epoch's batches are the curriculum's
     if _state is not None:
         opt.load_state_dict(_state["opt"])
         step, best_wer, history = _state["step"], _state["best_wer"], _state["history"]
         spent, epoch0, batch0 = _state["minutes"], _state["epoch"], _state["batch"]
         order, total, n_in_epoch = _state["order"], _state["epoch_loss"], _state["epoch_steps"]
+        curriculum = _state.get("curriculum", False)
         rng.setstate(_state["py_rng"])
         torch.set_rng_state(_state["torch_rng"])
     run_start_step = step
@@ -264,6 +271,7 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
             "best_wer": best_wer, "history": history, "minutes": minutes(), "epoch": epoch,
             "batch": batch, "order": order_now, "epoch_loss": total, "epoch_steps": n_in_epoch,
             "py_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "curriculum": curriculum,
         }, run_dir / "last.pt")
 
     def validate(epoch: int, loss: float) -> None:
@@ -293,11 +301,24 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
                 _log(run_dir, {"event": "data", "train_utterances": len(grown), "step": step})
                 train_items, lengths = grown, [len(f) for f, _, _ in grown]
         if order is None:
-            order = _batches(lengths, cfg.batch_frames, rng)
+            curriculum = step < cfg.curriculum_steps
+            if curriculum:
+                easy = easy_ids(cfg.data_dir)
+                pick = [i for i, u in enumerate(train_items) if u[2] in easy]
+                if not pick:
+                    raise UserError(f"--curriculum-steps: {cfg.data_dir} has no easy recordings "
+                                    "(its manifest lacks the open corpus's fields); use 0")
+                order = [[pick[j] for j in b]
+                         for b in _batches([lengths[i] for i in pick], cfg.batch_frames, rng)]
+                _log(run_dir, {"event": "curriculum", "utterances": len(pick), "step": step})
+            else:
+                order = _batches(lengths, cfg.batch_frames, rng)
             total, n_in_epoch = 0.0, 0
         bar = tqdm(order[batch0:], desc=f"epoch {epoch}", total=len(order) - batch0,
                    disable=run_dir is not None and not sys.stderr.isatty())
         for b, idx in enumerate(bar, start=batch0):
+            if curriculum and step >= cfg.curriculum_steps:  # on to the whole corpus
+                break
             if out_of_budget():
                 stopped = True
                 validate(epoch, total / max(1, len(order)))  # partial epoch: loss not comparable
