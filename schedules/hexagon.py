@@ -6,4 +6,4 @@ from tvm_conformer.compiler.matmul_tile import HVX_BITS  # LLVM reports 128 bits
 from tvm_conformer.compiler.vectorize import RowReduction, VectorizeInnermost
 
 # row reductions in at least half an HVX register of fp32, as VectorizeInnermost prefers
-RULES = [VectorizeInnermost(vector_bits=HVX_BITS), RowReduction(vector_bits=HVX_BITS, min_lanes=16)]
+RULES = [VectorizeInnermost(vector_bits=HVX_BITS), RowReduction(vector_bits=HVX_BITS, min_lanes=16, odd_lanes=False)]

@@ -190,7 +190,7 @@ class Int8Quantize(ScheduleRule):
             return None
         hvx = int8_scheme(target).isa == "hvx"
         bits = HVX_BITS if hvx else max(llvm_get_vector_width(target), 128)
-        return RowReduction(vector_bits=bits, min_lanes=16 if hvx else 4).apply(func, target, tunable)
+        return RowReduction(vector_bits=bits, min_lanes=16 if hvx else 4, odd_lanes=not hvx).apply(func, target, tunable)
 
 
 RULES = [Int8Matmul(), Int8Quantize()]

@@ -79,6 +79,15 @@ def test_kernel_profile_sees_every_call_of_the_vm_bytecode(tiny_checkpoint: Path
     log_softmax = next(k for k in prof.kernels if k.name == "fast_log_softmax")  # passes/fast_exp.py
     assert log_softmax.calls == 1
     assert log_softmax.bytes == 2 * cfg.chunk_size * cfg.vocab_size * 4  # fp32 in and out
+    # a full-utterance artifact: one forward over its frames, profiled the same way
+    from tvm_conformer.bench.utterance import build_utterance_artifact
+    from tvm_conformer.compiler.pipeline import PipelineOptions
+
+    model = load_checkpoint(tiny_checkpoint)[0]
+    build_utterance_artifact(tmp_path / "utt", model, 64, PipelineOptions(threads=1))
+    utt = profile_artifact(tmp_path / "utt", threads=1, steps=2)
+    frames = next(k for k in utt.kernels if k.name == "fast_log_softmax")
+    assert frames.bytes == 2 * ((64 - 3) // 4) * cfg.vocab_size * 4  # every output frame at once
 
 
 @pytest.mark.slow  # minutes on a loaded 2-core machine (make test-fast: --durations)

@@ -193,6 +193,19 @@ def test_row_reduction_rule_sums_rows_in_vector_lanes(kernel) -> None:  # noqa: 
     _check("RowReduction", func, inputs, ref.astype("float32"))
 
 
+def test_row_reduction_rule_takes_odd_rows_in_vectors_of_a_divisor() -> None:
+    """A row of 99 (the full-utterance attention over 99 frames) has no power-of-two factor: it
+    is summed in vectors of 11 lanes, not left scalar; HVX (odd_lanes=False) keeps it scalar."""
+    from tvm_conformer.compiler.vectorize import RowReduction
+
+    func, inputs, ref = _log_softmax(rows=8, n=99)
+    script = _scheduled("RowReduction", func).script()
+    assert "_rf" in script and "T.vectorized(11)" in script
+    _check("RowReduction", func, inputs, ref.astype("float32"))
+    plain = RowReduction(odd_lanes=False).apply(func, HOST, False).mod["main"].script()
+    assert "T.vectorized" not in plain
+
+
 def test_row_reduction_rule_quantizes_int8_rows_exactly() -> None:
     """The int8 activations' row absolute maximum through lanes of partial maxima: the same
     bytes and scales as the unscheduled kernel (a maximum does not depend on the order)."""

@@ -65,6 +65,26 @@ def test_int8_rows_compare_with_the_int8_peer_and_have_no_fp32_limit():
     assert rows["tvm-schedules-int8", 1]["share_of_limit"] is None
     assert rows["tvm-schedules-int8", 1]["precision"] == "int8"
 
+def test_the_table_has_the_full_utterance_forward_beside_the_step():
+    """A preset's full-utterance rows (compute-only limit: min_bytes 0) in a table of their own."""
+    from tvm_conformer.bench.size_presets import markdown
+
+    stream = [_row("ort", 1, 14.0), _row("tvm", 1, 10.0, "tvm-schedules")]
+    utt = [_row("ort", 1, 40.0), _row("openvino", 1, 50.0), _row("tvm", 1, 30.0, "tvm-schedules")]
+    cfg = PRESETS["wenet-u2pp"]["config"].to_dict()
+    rows = size_rows(utt, 2e9, 0, PEAK)
+    assert {r["label"]: r["ratio_to_best_peer"] for r in rows}["tvm-schedules"] == pytest.approx(0.75)
+    assert rows[2]["limit_ms"] == pytest.approx(20.0)  # 2 GFLOP at 100 GFLOP/s
+    text = markdown({"peak": PEAK, "load_average_start": [0.1], "load_average_end": [0.2],
+                     "presets": {"wenet-u2pp": {
+                         "note": "n", "config": cfg, "flop_per_step": 1e9, "min_bytes_per_step": 1e8,
+                         "load_average": [], "rows": size_rows(stream, 1e9, 1e8, PEAK),
+                         "utterance_frames": 400, "flop_per_utterance": 2e9,
+                         "utterance_rows": rows}}})
+    table = text.split("Full-utterance forward (400 fbank frames")[1]
+    assert "| tvm-schedules | 1 | 30.00 | 0.75 |" in table and "14.00" not in table
+
+
 @pytest.mark.slow
 def test_openvino_matches_onnx_runtime_on_the_step(tiny_checkpoint: Path, tmp_path: Path):
     from tvm_conformer.bench.engines import OrtEngine

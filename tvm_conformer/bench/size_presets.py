@@ -14,6 +14,10 @@ median; int8 rows against the best int8 peer, ONNX Runtime's quantize_dynamic), 
 max(FLOP / sgemm peak at that thread count, least bytes / copy bandwidth), both measured here
 (`roofline.measure_peak`) in the same run; share = that bound / the median. `tvm-tuned` applies
 the target's database where its manifest fits the model, else its row says why.
+
+Each preset also runs the full-utterance forward (`bench/utterance.py`: one call over
+`workload.UTTERANCE_FRAMES` fbank frames, full attention context) for ONNX Runtime, OpenVINO
+and TVM (rules), in a table of its own; its limit is the compute at the sgemm peak.
 """
 
 from __future__ import annotations
@@ -107,12 +111,18 @@ def run_sizes(out: Path, cache: Path, presets: list[str] | None = None,
         cfg = load_checkpoint(res["model"]["checkpoint"])[0].cfg
         flop = 2 * macs.step_macs(cfg)["total"]
         min_bytes = roofline.step_min_bytes(cfg)
+        frames = res["workload"]["utterance_frames"]
+        uflop = 2 * macs.utterance_macs(cfg, frames)["total"]
         results["presets"][name] = {
             "note": PRESETS[name]["note"], "config": cfg.to_dict(),
             "checkpoint": res["model"]["checkpoint"],
             "trained": PRESETS[name]["config"] is None and res["model"]["trained"],
             "flop_per_step": flop, "min_bytes_per_step": min_bytes,
             "rows": size_rows(res["stream"], flop, min_bytes, peak),
+            # the full-utterance forward: its limit is the compute alone (its weights' traffic,
+            # read once for `frames` frames, is a few percent of it at these sizes)
+            "utterance_frames": frames, "flop_per_utterance": uflop,
+            "utterance_rows": size_rows(res.get("utterance", []), uflop, 0, peak),
             "load_average": [res["machine"].get("load_average"),
                              res["machine"].get("load_average_end")],
         }
@@ -126,6 +136,14 @@ def run_sizes(out: Path, cache: Path, presets: list[str] | None = None,
 
 def _fmt(v: Any, spec: str) -> str:  # noqa: ANN401
     return "" if v is None else format(v, spec)
+
+
+def _line(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"| {r['label']} | {r['threads']} | {r['error']} | | | | |"
+    return (f"| {r['label']} | {r['threads']} | {r['median_ms']:.2f} | "
+            f"{_fmt(r['ratio_to_best_peer'], '.2f')} | {r['gflops']:.1f} | "
+            f"{_fmt(r['limit_ms'], '.2f')} | {_fmt(r['share_of_limit'], '.0%')} |")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -143,14 +161,16 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{p['min_bytes_per_step'] / 2**20:.0f} MB per step; load {p['load_average']}", "",
                   "| engine | threads | median ms | x best peer | GFLOP/s | limit ms | share of limit |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for r in p["rows"]:
-            if r["status"] != "ok":
-                lines.append(f"| {r['label']} | {r['threads']} | {r['error']} | | | | |")
-                continue
-            lines.append(f"| {r['label']} | {r['threads']} | {r['median_ms']:.2f} | "
-                         f"{_fmt(r['ratio_to_best_peer'], '.2f')} | {r['gflops']:.1f} | "
-                         f"{_fmt(r['limit_ms'], '.2f')} | {_fmt(r['share_of_limit'], '.0%')} |")
+        lines += [_line(r) for r in p["rows"]]
         lines.append("")
+        if p.get("utterance_rows"):
+            lines += [f"Full-utterance forward ({p['utterance_frames']} fbank frames, one call, "
+                      f"full attention context; {p['flop_per_utterance'] / 1e9:.1f} GFLOP; limit: "
+                      "compute at the sgemm peak):", "",
+                      "| engine | threads | median ms | x best peer | GFLOP/s | limit ms | share of limit |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            lines += [_line(r) for r in p["utterance_rows"]]
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -55,5 +55,8 @@ SUITES = {
                    stream=(EngineSpec("torch"), EngineSpec("ort"), EngineSpec("openvino"),
                            EngineSpec("tvm", tvm="schedules"), EngineSpec("tvm", tvm="tuned"),
                            EngineSpec("ort", precision="int8"),
-                           EngineSpec("tvm", tvm="schedules", precision="int8"))),
+                           EngineSpec("tvm", tvm="schedules", precision="int8")),
+                   utterance=(EngineSpec("ort", mode="utterance"),
+                              EngineSpec("openvino", mode="utterance"),
+                              EngineSpec("tvm", mode="utterance", tvm="schedules"))),
 }

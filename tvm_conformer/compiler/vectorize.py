@@ -215,11 +215,14 @@ class RowReduction(_LLVMRule):
     """Row reductions by vector lanes of partial results (`rfactor`), injective blocks
     vectorized; every reduction must run over the innermost, contiguous axis of what it reads."""
 
-    def __init__(self, vector_bits: int | None = None, min_lanes: int = 4) -> None:
+    def __init__(self, vector_bits: int | None = None, min_lanes: int = 4,
+                 odd_lanes: bool = True) -> None:
         """`min_lanes`: shorter vectors are left scalar (LLVM's Hexagon backend emits no HVX
-        for them)."""
+        for them); `odd_lanes`: vectors of a length that is no power of two where the row
+        has no long power-of-two factor (`_lanes`; off for HVX)."""
         super().__init__(vector_bits)
         self.min_lanes = min_lanes
+        self.odd_lanes = odd_lanes
 
     def apply(
         self, func: tirx.PrimFunc, target: Target, _tunable: bool
@@ -266,10 +269,14 @@ class RowReduction(_LLVMRule):
 
     def _lanes(self, info: SBlockInfo, max_lanes: int) -> int:
         """The largest power of two dividing the innermost axis, up to a register (lanes of the
-        widest type the block touches: an int8 quantization computes in fp32); 0: too short a
-        vector, left scalar."""
+        widest type the block touches: an int8 quantization computes in fp32), or where that
+        is less than half a register, the largest divisor up to a register (a row of 99, the
+        full-utterance attention's, in vectors of 11 lanes, which LLVM widens to a register;
+        only with `odd_lanes`); 0: too short a vector, left scalar."""
         extent = info.iters[-1].dom
         if not isinstance(extent, int):
             return 0
         lanes = min(extent & -extent, max_lanes)
+        if self.odd_lanes and 2 * lanes < max_lanes:
+            lanes = max(d for d in range(lanes, max_lanes + 1) if extent % d == 0)
         return lanes if lanes >= min(self.min_lanes, max_lanes) and lanes > 1 else 0
