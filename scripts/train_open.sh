@@ -32,5 +32,5 @@ if [ -f "$run/last.pt" ]; then
 fi
 exec nice -n 19 "$py" -m tvm_conformer train --data "$data" --run-dir "$run" --subsampling "$variant" \
   --threads 1 --max-minutes "${MINUTES:-180}" --save-minutes 10 --valid-every 400 $bf16 \
-  --warmup-steps 400 --lr 2e-3 --curriculum-steps 600 --chunk-choices 4,8,16,16,16,32,-1 --left-choices 1,2,4,4,4,-1 \
+  --warmup-steps 400 --lr 2e-3 --curriculum-steps 600 --model-config '{"feat_floor": 1.0}' --chunk-choices 4,8,16,16,16,32,-1 --left-choices 1,2,4,4,4,-1 \
   >>"$run/train.log" 2>&1

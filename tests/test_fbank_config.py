@@ -42,3 +42,53 @@ def test_new_checkpoint_carries_its_options(tmp_path: Path) -> None:
     got = stream.fbank.get_frames(0, stream.fbank.num_frames_ready)
     np.testing.assert_array_equal(got, compute_fbank(x, fbank_opts=SHERPA_FBANK))
     assert got.shape[0] == 100  # snip_edges false: one frame per 10 ms (legacy: 98)
+
+
+def test_feature_floor_makes_digital_silence_dither_noise_in_every_backend(tmp_path: Path) -> None:
+    """`feat_floor`: each mel bin raised to the level 1-LSB white noise gives it, inside the
+    model, so digital silence (log of the fbank epsilon) and that noise look alike; the floor
+    is in the exported step (ONNX Runtime) and the TVM build, which match PyTorch."""
+    import onnxruntime as ort
+
+    from tvm_conformer.compiler.compile import compile_artifact
+    from tvm_conformer.frontend import export_onnx
+    from tvm_conformer.runtime.tvm_backend import TVMBackend
+    from tvm_conformer.train.trainer import feature_floor
+
+    cfg = ModelConfig(**SMALL, fbank=SHERPA_FBANK, feat_floor=1.0)
+    assert cfg.hash() != ModelConfig(**SMALL).hash()  # a different graph
+    assert ModelConfig(**SMALL, feat_floor=0.0).hash() == ModelConfig(**SMALL).hash()
+    floor = feature_floor(SHERPA_FBANK, 1.0)
+    silence = compute_fbank(np.zeros(16000, np.float32), fbank_opts=SHERPA_FBANK)
+    assert silence.max() < floor.min() - 5  # digital silence lies far below the floor
+    torch.manual_seed(0)
+    model = ConformerASR(cfg).eval()
+    model.encoder.feat_floor.copy_(torch.from_numpy(floor))
+    enc = model.encoder
+    x = torch.from_numpy(silence[None, :50])
+    np.testing.assert_allclose(enc.normalize(x).numpy(), ((torch.from_numpy(floor) - enc.feat_mean)
+                                                          * enc.feat_istd).expand(1, 50, -1).numpy())
+    save_checkpoint(model, tmp_path / "m.pt")
+    model, _ = load_checkpoint(tmp_path / "m.pt")  # the floor travels in the checkpoint (fp16)
+    np.testing.assert_allclose(model.encoder.feat_floor.numpy(), floor, rtol=1e-3)
+    # one streaming step of half silence, half speech-like values, in all three backends
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([silence[: cfg.chunk_input_frames // 2],
+                            rng.normal(10, 3, (cfg.chunk_input_frames - cfg.chunk_input_frames // 2,
+                                               cfg.n_mels))]).astype(np.float32)[None]
+    torch_be = TorchBackend(model)
+    state = torch_be.initial_state()
+    mask = np.ones((1, cfg.left_frames + cfg.chunk_size), np.float32)
+    ref, _ = torch_be.step(state, feats, mask)
+    compile_artifact(tmp_path / "art", "host", tmp_path / "m.pt", quiet=True,
+                     use_default_database=False)
+    tvm_be = TVMBackend.load(tmp_path / "art", expect_model=tmp_path / "m.pt")
+    got, _ = tvm_be.step(tvm_be.initial_state(), feats, mask)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    export_onnx(model, tmp_path / "step.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "step.onnx"))
+    names = [i.name for i in sess.get_inputs()]
+    att = np.zeros((cfg.n_layers, 2, cfg.left_frames, cfg.d_model), np.float32)
+    cnn = np.zeros((cfg.n_layers, cfg.d_model, cfg.conv_kernel - 1), np.float32)
+    out = sess.run(None, dict(zip(names, [feats, att, cnn, mask], strict=True)))[0]
+    np.testing.assert_allclose(out.reshape(ref.shape), ref, atol=1e-4, rtol=0)

@@ -78,3 +78,15 @@ def test_resume_needs_a_run(tmp_path: Path) -> None:
 def test_a_curriculum_needs_the_open_corpus_manifest(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no easy recordings.*use 0"):
         _run(tiny_data, tmp_path / "a.pt", curriculum_steps=5)
+
+
+def test_a_floored_model_learns_its_floor_and_cmvn_above_it(tiny_data: Path, tmp_path: Path) -> None:
+    from tvm_conformer.data.dataset import load_split
+    from tvm_conformer.train.trainer import _cmvn, feature_floor
+
+    _run(tiny_data, tmp_path / "f.pt", max_steps=1, model={**SMALL, "feat_floor": 1.0})
+    model, _ = load_checkpoint(tmp_path / "f.pt")
+    floor = feature_floor(None, 1.0)  # the template corpus: the legacy fbank options
+    torch.testing.assert_close(model.encoder.feat_floor, torch.from_numpy(floor), rtol=1e-3, atol=1e-3)
+    mean, _ = _cmvn(load_split(tiny_data, "train"), floor)
+    torch.testing.assert_close(model.encoder.feat_mean, torch.from_numpy(mean), rtol=1e-3, atol=1e-3)

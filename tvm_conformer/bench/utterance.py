@@ -36,7 +36,7 @@ class FullUtterance(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
-        x = enc.subsampling((feats - enc.feat_mean) * enc.feat_istd)
+        x = enc.subsampling(enc.normalize(feats))
         mask = torch.ones(1, x.shape[1], x.shape[1], dtype=torch.bool)
         for block in enc.blocks:
             x, _, _ = block(x, mask)

@@ -39,6 +39,10 @@ class ModelConfig:
     # fbank options the model was trained on (audio.features.check_fbank); None = the legacy
     # options of checkpoints saved before this field existed (snip_edges true, high_freq 0)
     fbank: dict | None = None
+    # floor of the log-mel features, in LSB of int16 noise: each bin is raised to at least the
+    # level white noise of this many LSB gives it (the encoder's `feat_floor`), so that digital
+    # silence (log of the fbank's epsilon, -15.9) is what dither would make of it; 0 = none
+    feat_floor: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -54,6 +58,8 @@ class ModelConfig:
         for name, low in _AT_LEAST.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, not {getattr(self, name)!r}")
+        if self.feat_floor < 0:
+            raise ValueError(f"feat_floor must be >= 0, not {self.feat_floor!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if self.subsampling not in SUBSAMPLING_KINDS:
@@ -91,6 +97,8 @@ class ModelConfig:
     def hash(self) -> str:
         """Key of what is compiled and tuned: the network's shapes and weights layout. The fbank
         options run on the host before the network and change no compiled shape, so they are
-        left out (a model re-trained on other features keeps its tuning database)."""
-        cfg = {k: v for k, v in self.to_dict().items() if k != "fbank"}
+        left out (a model re-trained on other features keeps its tuning database); so is a
+        feat_floor of 0 (configs from before the field keep their hash)."""
+        cfg = {k: v for k, v in self.to_dict().items()
+               if k != "fbank" and not (k == "feat_floor" and not v)}
         return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]

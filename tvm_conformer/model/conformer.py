@@ -158,8 +158,16 @@ class ConformerEncoder(nn.Module):
         # Global CMVN of the training features, applied inside the model so every backend has it.
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feat_istd", torch.ones(cfg.n_mels))
+        if cfg.feat_floor > 0:  # set by training (train.trainer.feature_floor)
+            self.register_buffer("feat_floor", torch.full((cfg.n_mels,), -1e4))  # no floor until set
         self.subsampling = Subsampling(cfg.n_mels, cfg.d_model, cfg.subsampling)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """The features the subsampling sees: floored (`ModelConfig.feat_floor`), then CMVN."""
+        if self.cfg.feat_floor > 0:
+            feats = torch.maximum(feats, self.feat_floor)
+        return (feats - self.feat_mean) * self.feat_istd
 
     def forward(
         self,
@@ -175,7 +183,7 @@ class ConformerEncoder(nn.Module):
         """
         cs = self.cfg.chunk_size if chunk_size is None else chunk_size
         nl = self.cfg.num_left_chunks if num_left_chunks is None else num_left_chunks
-        x = self.subsampling((feats - self.feat_mean) * self.feat_istd)
+        x = self.subsampling(self.normalize(feats))
         lens = subsampled_length(feat_lens)
         t = x.shape[1]
         valid = torch.arange(t, device=x.device)[None, :] < lens[:, None]  # (B, T')
@@ -196,7 +204,7 @@ class ConformerEncoder(nn.Module):
         feats: (1, 4 * chunk_size + 3, n_mels); att_cache, cnn_cache, att_mask: see module doc.
         Returns the chunk's encoder output (1, chunk_size, d) and the new caches.
         """
-        x = self.subsampling((feats - self.feat_mean) * self.feat_istd)  # (1, chunk, d)
+        x = self.subsampling(self.normalize(feats))  # (1, chunk, d)
         mask = (att_mask > 0.5)[:, None, :]  # (1, 1, left + chunk): same for every query
         new_att, new_cnn = [], []
         for i, block in enumerate(self.blocks):

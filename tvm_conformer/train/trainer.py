@@ -140,11 +140,22 @@ def evaluate_wer(model: ConformerASR, items, tok: CharTokenizer, batch_frames: i
     return jiwer.wer(refs, hyps)
 
 
-def _cmvn(items) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and inverse std of all training frames, accumulated in float64."""
+def feature_floor(fbank: dict | None, lsb: float, seconds: float = 10.0) -> np.ndarray:
+    """Per mel bin, the mean log-mel value of white noise of `lsb` int16 LSB (std) under the
+    fbank options `fbank`: the floor `ModelConfig.feat_floor` sets (seeded, deterministic)."""
+    from tvm_conformer.audio.features import SAMPLE_RATE, compute_fbank
+
+    noise = np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE)) * lsb / 32768
+    return compute_fbank(noise.astype(np.float32), fbank_opts=fbank).mean(0).astype(np.float32)
+
+
+def _cmvn(items, floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and inverse std of all training frames (raised to `floor`), in float64."""
     n, s1, s2 = 0, 0.0, 0.0
     for f, _, _ in items:
         x = np.asarray(f, dtype=np.float64)
+        if floor is not None:
+            x = np.maximum(x, floor)
         n, s1, s2 = n + len(x), s1 + x.sum(0), s2 + (x**2).sum(0)
     mean = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
@@ -227,7 +238,11 @@ def train(cfg: TrainConfig, _state: dict | None = None) -> dict:
             first_step = (init_meta.get("history") or [{}])[-1].get("steps", 0)
     else:
         model = ConformerASR(mcfg)
-        mean, istd = _cmvn(train_items)
+        floor = None
+        if mcfg.feat_floor > 0:
+            floor = feature_floor(mcfg.fbank, mcfg.feat_floor)
+            model.encoder.feat_floor.copy_(torch.from_numpy(floor))
+        mean, istd = _cmvn(train_items, floor)
         model.encoder.feat_mean.copy_(torch.from_numpy(mean))
         model.encoder.feat_istd.copy_(torch.from_numpy(istd))
     if mcfg.fbank_options != check_fbank(fbank):
