@@ -140,6 +140,54 @@ def test_tensorized_kernel_is_exact_and_uses_the_dot_product(tmp_path: Path, tar
     np.testing.assert_array_equal(out.numpy(), x.astype(np.int64) @ w.astype(np.int64))
 
 
+def test_whole_epilogue_chain_runs_in_the_tile_and_is_exact(tmp_path: Path) -> None:
+    """The dequantizing epilogue (zero-point, cast, row and column scales, bias, swish) is a
+    chain of blocks of which only the first reads the matmul: all of it goes into the parallel
+    tile loop, none left as a serial loop over the output after it, and the result is exact."""
+    from tvm import te
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "schedules"))
+    from int8 import Int8Matmul
+
+    tgt = tvm.target.Target(AVX2)
+    scheme = int8_scheme(tgt)
+    rows, k, n = 16, 64, 48
+    lanes = scheme.lanes
+    x = te.placeholder((rows, k), scheme.act_dtype, name="xq")
+    w = te.placeholder((n // lanes, k // 4, lanes, 4), "int8", name="wq")  # pack_weight's layout
+    zero = te.placeholder((n,), "int32", name="zero")
+    sx = te.placeholder((rows, 1), "float32", name="sx")
+    sw = te.placeholder((n,), "float32", name="sw")
+    bias = te.placeholder((n,), "float32", name="bias")
+    r = te.reduce_axis((0, k), name="k")
+    c = te.compute((rows, n), lambda i, j: te.sum(
+        x[i, r].astype("int32") * w[j // lanes, r // 4, j % lanes, r % 4].astype("int32"), axis=r),
+        name="int8_matmul")
+    d = te.compute((rows, n), lambda i, j: c[i, j] - zero[j], name="sub")
+    f = te.compute((rows, n), lambda i, j: d[i, j].astype("float32"), name="cast")
+    g = te.compute((rows, n), lambda i, j: f[i, j] * sx[i, 0], name="row_scale")
+    h = te.compute((rows, n), lambda i, j: g[i, j] * sw[j] + bias[j], name="col_scale_bias")
+    s = te.compute((rows, n), lambda i, j: 1.0 / (1.0 + te.exp(-h[i, j])), name="sigmoid")
+    y = te.compute((rows, n), lambda i, j: h[i, j] * s[i, j], name="swish")
+    func = te.create_prim_func([x, w, zero, sx, sw, bias, y]).with_attr("global_symbol", "k")
+    scheduled = Int8Matmul().apply(func, tgt, False).mod["main"]
+    body = scheduled.body.block.body  # the root block's loops
+    assert isinstance(body, tvm.tirx.For) and body.kind == tvm.tirx.ForKind.PARALLEL  # one nest
+    if not _cpu_has("avx2"):
+        pytest.skip("scheduled; this CPU lacks AVX2 to run it")
+    lib = tvm.compile(tvm.IRModule({"k": scheduled}), target=tgt)
+    rng = np.random.default_rng(1)
+    args = [rng.integers(0, 256, (rows, k)).astype(np.uint8),
+            rng.integers(-scheme.weight_max, scheme.weight_max + 1, (k, n)).astype(np.int8),
+            rng.integers(-50, 50, n).astype(np.int32), rng.uniform(0.01, 0.02, (rows, 1)).astype(np.float32),
+            rng.uniform(0.001, 0.002, n).astype(np.float32), rng.normal(0, 1, n).astype(np.float32)]
+    packed = args[1].reshape(k // 4, 4, n // lanes, lanes).transpose(2, 0, 3, 1)
+    out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+    lib["k"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in (args[0], packed, *args[2:])], out)
+    pre = ((args[0].astype(np.int64) @ args[1].astype(np.int64)) - args[2]) * args[3] * args[4] + args[5]
+    np.testing.assert_allclose(out.numpy(), pre / (1 + np.exp(-pre)), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", [AVX2, VNNI, A55, A53], ids=["avx2", "vnni", "sdot", "neon"])
 def test_int8_check_fails_without_the_dot_product(tmp_path: Path, target: dict) -> None:
