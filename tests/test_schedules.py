@@ -110,6 +110,25 @@ def test_depthwise_conv2d_stride2_is_scheduled_correctly() -> None:
     _check("DepthwiseConv", func, inputs, ref)
 
 
+def test_strided_depthwise_conv_deinterleaves_only_the_windows_rows() -> None:
+    """The deinterleaved copy of the input is made per output row (the 3 input rows its window
+    reads, a buffer of 3 x 2 phases x 20 on the stack), not per channel (199 rows: a workspace
+    allocated in every iteration of the parallel loop)."""
+    import tvm_ffi
+    from tvm import s_tir, tirx
+
+    func, _, _ = _depthwise_conv2d_bias(c=4, h=199, w_=39)
+    lower = tvm.transform.Sequential([
+        s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
+        s_tir.transform.LowerOpaqueBlock(), tirx.transform.FlattenBuffer()])
+    allocs: list = []
+    body = lower(tvm.IRModule({"main": _scheduled("DepthwiseConv", func)}))["main"].body
+    tvm_ffi.structural_walk(body, (tvm.tirx.AllocBuffer, allocs.append))
+    sizes = sorted(int(np.prod([int(d) for d in a.buffer.shape])) for a in allocs)
+    assert sizes and sizes[-1] == 3 * 2 * 20, sizes
+
+
 @pytest.mark.parametrize("kernel", [_dense_bias, _batched_matmul, _pointwise_conv])
 def test_matmul_rule_schedules_dense_batched_and_1x1_conv(kernel) -> None:  # noqa: ANN001
     func, inputs, ref = kernel()
