@@ -109,6 +109,7 @@ class TvmEngine:
 
         from tvm_conformer.compiler.artifact import LIB, WEIGHTS, load_weights, read_manifest
         from tvm_conformer.compiler.compat import check_runs_here
+        from tvm_conformer.runtime.weights import upload_weights
         from tvm_conformer.threads import set_threads
 
         art = Path(artifact)
@@ -117,7 +118,7 @@ class TvmEngine:
         check_runs_here(self.manifest, art)
         self.dev = tvm.cpu()
         self.vm = VirtualMachine(tvm.runtime.load_module(str(art / LIB)), self.dev)
-        self.weights = [tvm.runtime.tensor(w, self.dev) for w in load_weights(art / WEIGHTS)]
+        self.weights = upload_weights(load_weights(art / WEIGHTS), self.dev)
         self._tensor = tvm.runtime.tensor
 
     def initial_state(self) -> tuple[Any, Any]:

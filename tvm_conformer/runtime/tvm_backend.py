@@ -12,6 +12,7 @@ from tvm_conformer.compiler.compat import check_runs_here
 from tvm_conformer.errors import UserError
 from tvm_conformer.model import ModelConfig
 from tvm_conformer.paths import cache_dir
+from tvm_conformer.runtime.weights import upload_weights
 from tvm_conformer.threads import available_cpus, set_threads
 
 
@@ -54,7 +55,7 @@ class TVMBackend:
         set_threads(threads or min(manifest["target"]["threads"], available_cpus()))
         dev = tvm.cpu()
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(art / LIB)), dev)
-        weights = [tvm.runtime.tensor(w, dev) for w in load_weights(art / WEIGHTS)]
+        weights = upload_weights(load_weights(art / WEIGHTS), dev)
         if len(weights) != manifest["io"]["weights"]:
             raise UserError(f"{art}: {WEIGHTS} has {len(weights)} arrays, the library takes "
                             f"{manifest['io']['weights']}; rebuild with `tvm-conformer compile`")
