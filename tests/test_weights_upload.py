@@ -42,3 +42,18 @@ def test_zero_size_and_empty_lists_upload_as_before() -> None:
     assert upload_weights([], tvm.cpu()) == []
     (t,) = upload_weights([np.zeros((0, 4), np.float32)], tvm.cpu())
     assert t.numpy().shape == (0, 4)
+
+
+def test_the_bench_tvm_engine_uploads_weights_without_torch() -> None:
+    """The bench runs each TVM engine in a process where torch cannot be imported (a deployment
+    has none): the upload must import there (it once pulled in the recognizer, and so torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from tvm_conformer.runtime.weights import upload_weights\n"
+            "import numpy as np, tvm\n"
+            "print(upload_weights([np.ones(3, np.float32)], tvm.cpu())[0].numpy().sum())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "3.0"
