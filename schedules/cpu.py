@@ -109,16 +109,16 @@ def _phases(s: int):  # noqa: ANN202 - an index map function
 
 
 def _deinterleave_strided_input(sch: s_tir.Schedule, main: SBlockInfo, row: int,
-                                channel: s_tir.schedule.LoopRV,
-                                out_row: s_tir.schedule.LoopRV | None) -> None:
+                                at: s_tir.schedule.LoopRV) -> None:
     """A strided convolution reads every s-th element of a row, which a vector load cannot
     do (LLVM gathers it lane by lane). The input is first copied into a layout that splits each
     row into its s phases (w -> (w % s, w // s)), so that every tap of the window reads a
-    contiguous run: for a depthwise conv, per output row (`out_row`: the window's few input
-    rows, a buffer on the stack, read from L1), else per channel; once for a conv whose output
-    channels all read the same input channel. Per channel, the copy of a whole channel (32 KB
-    in the full-utterance subsampling) was a workspace allocation in every iteration of the
-    parallel channel loop and a pass over memory before the window read it again."""
+    contiguous run: for a depthwise conv, inside loop `at` (the output row loop: the window's
+    few input rows, a buffer on the stack, read from L1; the channel loop for a 1-d conv);
+    once for a conv whose output channels all read the same input channel. Per channel, the
+    copy of a whole channel (32 KB in the full-utterance subsampling) was a workspace
+    allocation in every iteration of the parallel channel loop and a pass over memory before
+    the window read it again."""
     block = sch.get(main.block_rv)
     row_var, channel_var = main.iters[row].var, main.iters[0].var
     for i, region in enumerate(block.reads):
@@ -130,7 +130,7 @@ def _deinterleave_strided_input(sch: s_tir.Schedule, main: SBlockInfo, row: int,
         cached = sch.cache_read(main.block_rv, i, "global")
         sch.transform_layout(cached, ("write", 0), _phases(stride), pad_value=0.0)
         if any(index_stride(r.min, channel_var) != 0 for r in region.region[:-1]):
-            sch.compute_at(cached, out_row if out_row is not None else channel)
+            sch.compute_at(cached, at)
         return
 
 
@@ -156,7 +156,7 @@ class DepthwiseConv(ScheduleRule):
             middle = [*middle, row_outer]
         sch.reorder(channel, *middle, *window, row)
         sch.parallel(channel)
-        _deinterleave_strided_input(sch, main, spatial - 1, channel, middle[0] if middle else None)
+        _deinterleave_strided_input(sch, main, spatial - 1, middle[0] if middle else channel)
         for loop in window:
             sch.unroll(loop)
         sch.vectorize(row)

@@ -276,31 +276,26 @@ def _existing(out: Path, split: str, specs: list[Spec]) -> int:
                if (out / split / f"part-{i // PART:03d}" / "feats.npz").is_file())
 
 
+def _manifest_rows(split_dir: Path) -> list[dict]:
+    """A split's manifest rows: its manifest.jsonl, or while the train split is still being
+    built, its complete parts' manifests in order."""
+    paths = ([split_dir / "manifest.jsonl"] if (split_dir / "manifest.jsonl").is_file()
+             else sorted(split_dir.glob("part-*[0-9]/manifest.jsonl")))
+    return [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.strip()]
+
+
 def _hours(out: Path, split: str) -> float:
-    rows = [json.loads(line) for line in (out / split / "manifest.jsonl").read_text().splitlines()
-            if line.strip()]
-    return sum(float(r["seconds"]) for r in rows) / 3600
+    return sum(float(r["seconds"]) for r in _manifest_rows(out / split)) / 3600
 
 
 def easy_ids(out_dir: str | Path, split: str = "train") -> set[str]:
     """Ids of a split's easy recordings, for a training curriculum: one sentence, no
     reverberation, noise at 10 dB SNR or less of it, at most 1.5 s of silence around it (the
     manifest's fields; an empty set for datasets without them, e.g. the template corpus)."""
-    split_dir = Path(out_dir) / split
-    paths = [split_dir / "manifest.jsonl"] if (split_dir / "manifest.jsonl").is_file() else (
-        sorted(split_dir.glob("part-*[0-9]/manifest.jsonl")))
-    ids = set()
-    for path in paths:
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if "texts" not in r or "snr" not in r:
-                continue
-            if (len(r["texts"]) == 1 and not r.get("rt60") and (r["snr"] is None or r["snr"] >= 10)
-                    and float(r.get("lead", 0)) + float(r.get("trail", 0)) <= 1.5):
-                ids.add(r["id"])
-    return ids
+    return {r["id"] for r in _manifest_rows(Path(out_dir) / split)
+            if "texts" in r and "snr" in r and len(r["texts"]) == 1 and not r.get("rt60")
+            and (r["snr"] is None or r["snr"] >= 10)
+            and float(r.get("lead", 0)) + float(r.get("trail", 0)) <= 1.5}
 
 
 def build_open_dataset(

@@ -5,7 +5,7 @@ pages (`madvise(MADV_HUGEPAGE)` before the first touch, each array 64-byte align
 kernels need, handed to TVM without a copy through DLPack). A step reads every weight once
 (131 MB at WeNet size): on 4 KB pages that is a TLB miss every 4 KB, and Linux gives huge
 pages only to memory that asks where THP is `madvise` (as on this machine). Measured on this
-host (docs/BENCHMARKS.md): the WeNet-size int8 step 10.4 -> 9.0 ms at 1 thread. Where THP is
+host (docs/BENCHMARKS.md): the WeNet-size int8 step 10.63 -> 9.90 ms at 1 thread. Where THP is
 off or the call fails, the arena is ordinary memory; elsewhere (an RPC device) each array is
 uploaded as before.
 """
@@ -55,6 +55,7 @@ def upload_weights(arrays: list[np.ndarray], dev: Any) -> list[Any]:  # noqa: AN
     copy; on any other device (a remote one over RPC) uploaded one by one."""
     import tvm
 
-    if dev.dlpack_device_type() != tvm.cpu().dlpack_device_type() or not arrays or any(a.nbytes == 0 for a in arrays):
+    local_cpu = dev.dlpack_device_type() == tvm.cpu().dlpack_device_type()
+    if not local_cpu or not arrays or any(a.nbytes == 0 for a in arrays):
         return [tvm.runtime.tensor(a, dev) for a in arrays]
     return [tvm.runtime.from_dlpack(v) for v in pack_host_arrays(arrays)]
